@@ -1,0 +1,1 @@
+"""Suites, results store, leaderboard tables and performance benchmarks."""

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny models and small generated audio, so every test runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from upstream.encoder import AudioViT, EncoderConfig
+
+TINY_ENCODER = EncoderConfig(size="tiny", embed_dim=64, depth=2, num_heads=2, trained_frames=64, drop_path_rate=0.0)
+
+# a 2-block, 64-dim ASiT on 0.64 s crops: enough to exercise every code path in a few seconds
+TINY_PRETRAIN_OVERRIDES = [
+    "encoder.size=tiny", "encoder.embed_dim=64", "encoder.depth=2", "encoder.num_heads=2",
+    "encoder.trained_frames=64", "encoder.drop_path_rate=0.1", "data.crop_frames=64", "data.batch_size=4",
+    "data.num_workers=0", "objective.out_dim=64", "objective.head_hidden_dim=64",
+    "objective.head_bottleneck_dim=32", "objective.recon_hidden_dim=64", "objective.recon_bottleneck_dim=32",
+    "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true",
+    "trainer.enable_progress_bar=false", "optim.warmup_epochs=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture()
+def tiny_encoder() -> AudioViT:
+    torch.manual_seed(0)
+    return AudioViT(TINY_ENCODER).eval()
+
+
+def write_tone_clips(folder: Path, count: int, seed: int = 0, sample_rate: int = 16000,
+                     seconds: tuple[float, float] = (0.5, 1.5)) -> list[Path]:
+    """Sine + noise clips of random pitch and length (mono, 16-bit)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        n = int(sample_rate * rng.uniform(*seconds))
+        t = np.arange(n) / sample_rate
+        wave = 0.3 * np.sin(2 * np.pi * rng.uniform(150, 3000) * t) + 0.03 * rng.standard_normal(n)
+        path = folder / f"clip{i:03d}.wav"
+        sf.write(path, wave.astype(np.float32), sample_rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tone_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tones")
+    write_tone_clips(folder, 8)
+    return folder

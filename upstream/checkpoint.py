@@ -1,0 +1,243 @@
+"""Encoder files: our exported format, our Lightning checkpoints, and official ASiT checkpoints, all loaded into
+the same `AudioViT` with the frontend configuration the weights expect.
+
+Every file is read with `torch.load(weights_only=True)`. Official ASiT checkpoints pickle an argparse.Namespace
+(`args`); it is allow-listed (torch.serialization.safe_globals), so the file's tensors load without executing
+arbitrary pickled code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .encoder import VIT_SIZES, AudioViT, EncoderConfig
+from .errors import AsitError
+from .frontend import FrontendConfig
+
+EXPORT_FORMAT = "asit-hear/encoder"
+EXPORT_VERSION = 1
+# The official code computes its fbank at 32 kHz (data_transformations.SAMPLE_RATE) while the paper says 16 kHz.
+OFFICIAL_SAMPLE_RATE = 32000
+_BACKBONE_PREFIXES = ("module.", "backbone.", "encoder.")
+
+
+@dataclass
+class LoadedEncoder:
+    encoder: AudioViT
+    frontend: FrontendConfig
+    source: str                       # "export" | "lightning" | "official" | "state_dict"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """torch.load with weights_only=True, failing with a one-line error that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AsitError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (it pickles {blocked.group(1)}, which is not allow-listed)" if blocked else ""
+        raise AsitError(f"checkpoint {path} cannot be loaded safely with weights_only=True{what}") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, … for files it cannot parse
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise AsitError(f"checkpoint {path} is not a readable torch file ({exc.__class__.__name__}: {first})"
+                        ) from None
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_encoder(path: str | Path, encoder: AudioViT, frontend: FrontendConfig,
+                 meta: Mapping[str, Any] | None = None) -> Path:
+    """Write weights + everything needed to rebuild encoder and frontend; loadable with weights_only=True."""
+    path = Path(path)
+    payload = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "encoder": dataclasses.asdict(encoder.config),
+        "frontend": dataclasses.asdict(frontend),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+    _atomic_save(payload, path)
+    return path
+
+
+def load_encoder(path: str | Path, *, which: str = "teacher", sample_rate: int | None = None,
+                 frontend: FrontendConfig | None = None) -> LoadedEncoder:
+    """Load any supported encoder file. `which` picks teacher/student in pretraining checkpoints;
+    `frontend` (or just `sample_rate`) overrides the frontend stored in / implied by the file."""
+    if which not in ("teacher", "student"):
+        raise AsitError(f"which must be 'teacher' or 'student', got {which!r}")
+    path = Path(path)
+    data = read_checkpoint(path)
+    if not isinstance(data, Mapping):
+        raise AsitError(f"checkpoint {path} holds a {type(data).__name__}, not a dict of weights")
+    if data.get("format") == EXPORT_FORMAT:
+        loaded = _from_export(path, data)
+    elif "pytorch-lightning_version" in data and "state_dict" in data:
+        loaded = _from_lightning(path, data, which)
+    elif "teacher" in data or "student" in data:
+        loaded = _from_official(path, data, which)
+    elif any(isinstance(k, str) and k.endswith("patch_embed.proj.weight") for k in data):
+        loaded = _from_state_dict(path, data, "state_dict", FrontendConfig(sample_rate=OFFICIAL_SAMPLE_RATE))
+    else:
+        keys = ", ".join(list(map(str, data))[:6])
+        raise AsitError(f"checkpoint {path} is not an encoder export, a Lightning pretraining checkpoint or an "
+                        f"official ASiT checkpoint (top-level keys: {keys})")
+    if frontend is not None:
+        loaded.frontend = frontend
+    elif sample_rate is not None:
+        loaded.frontend = dataclasses.replace(loaded.frontend, sample_rate=int(sample_rate))
+    loaded.encoder.eval()
+    return loaded
+
+
+def _from_export(path: Path, data: Mapping[str, Any]) -> LoadedEncoder:
+    version = data.get("version")
+    if version != EXPORT_VERSION:
+        raise AsitError(f"checkpoint {path} has export version {version}; this asit-hear reads {EXPORT_VERSION}")
+    from .config import from_dict
+    encoder = AudioViT(from_dict(EncoderConfig, data["encoder"], "encoder."))
+    _load_strict(path, encoder, data["state_dict"])
+    return LoadedEncoder(encoder, from_dict(FrontendConfig, data["frontend"], "frontend."), "export",
+                         dict(data.get("meta", {})))
+
+
+def _from_lightning(path: Path, data: Mapping[str, Any], which: str) -> LoadedEncoder:
+    from .pretrain import PretrainConfig, PretrainModule, load_pretrain_config_dict
+    hparams = data.get("hyper_parameters", {})
+    if "config" not in hparams:
+        raise AsitError(f"checkpoint {path} is a Lightning checkpoint without an asit-hear pretraining config")
+    config: PretrainConfig = load_pretrain_config_dict(hparams["config"])
+    module = PretrainModule(config)
+    missing, unexpected = module.load_state_dict(data["state_dict"], strict=False)
+    if missing or unexpected:
+        raise AsitError(_mismatch_message(path, missing, unexpected))
+    encoder = module.objective.export_encoder() if which == "teacher" else getattr(module.objective, "student")
+    meta = {"epoch": data.get("epoch"), "global_step": data.get("global_step"), "which": which,
+            "objective": config.objective.get("name")}
+    return LoadedEncoder(encoder, config.frontend, "lightning", meta)
+
+
+def strip_backbone_prefixes(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Keep the backbone's tensors of a DINO-style state dict, without `module.`/`backbone.` prefixes;
+    projection and reconstruction heads are dropped."""
+    out: dict[str, torch.Tensor] = {}
+    has_backbone = any("backbone." in k for k in state)
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        name = key
+        if name.startswith("module."):
+            name = name[len("module."):]
+        if has_backbone:
+            if not name.startswith("backbone."):
+                continue  # heads (head_cls, head_recons, …)
+            name = name[len("backbone."):]
+        out[name] = value
+    return out
+
+
+def infer_encoder_config(state: Mapping[str, torch.Tensor], num_mel_bins: int = 128) -> EncoderConfig:
+    """Rebuild the ViT geometry from tensor shapes (heads = dim / 64, as in every ViT-S/B)."""
+    try:
+        proj = state["patch_embed.proj.weight"]
+        pos = state["pos_embed"]
+    except KeyError as exc:
+        raise AsitError(f"state dict has no {exc.args[0]}: not a ViT backbone") from None
+    dim, patch = int(proj.shape[0]), int(proj.shape[-1])
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    freq_patches = num_mel_bins // patch
+    time_patches = (int(pos.shape[1]) - 1) // freq_patches
+    mlp_ratio = float(state["blocks.0.mlp.fc1.weight"].shape[0]) / dim if "blocks.0.mlp.fc1.weight" in state else 4.0
+    size = next((name for name, (d, _, _) in VIT_SIZES.items() if d == dim), "base")
+    return EncoderConfig(size=size, embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), patch_size=patch,
+                         num_mel_bins=num_mel_bins, trained_frames=time_patches * patch, mlp_ratio=mlp_ratio,
+                         drop_path_rate=0.0)
+
+
+def _from_official(path: Path, data: Mapping[str, Any], which: str) -> LoadedEncoder:
+    if which not in data:
+        raise AsitError(f"checkpoint {path} has no '{which}' entry (it has {', '.join(map(str, data))})")
+    meta: dict[str, Any] = {"which": which, "epoch": data.get("epoch")}
+    args = data.get("args")
+    if isinstance(args, argparse.Namespace):
+        meta["args"] = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    frontend = FrontendConfig(sample_rate=OFFICIAL_SAMPLE_RATE)
+    if isinstance(args, argparse.Namespace) and hasattr(args, "data_mean") and hasattr(args, "data_std"):
+        frontend = dataclasses.replace(frontend, stats="custom", mean=float(args.data_mean),
+                                       std=float(args.data_std))
+    return _from_state_dict(path, data[which], "official", frontend, meta)
+
+
+def _from_state_dict(path: Path, state: Mapping[str, Any], source: str, frontend: FrontendConfig,
+                     meta: dict[str, Any] | None = None) -> LoadedEncoder:
+    backbone = strip_backbone_prefixes(state)
+    config = infer_encoder_config(backbone)
+    encoder = AudioViT(config)
+    _load_strict(path, encoder, backbone)
+    return LoadedEncoder(encoder, frontend, source, meta or {})
+
+
+def _load_strict(path: Path, encoder: AudioViT, state: Mapping[str, torch.Tensor]) -> None:
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        raise AsitError(_mismatch_message(path, missing, unexpected, shapes))
+    encoder.load_state_dict(state, strict=True)
+
+
+def _mismatch_message(path: Path, missing: list[str], unexpected: list[str], shapes: list[str] | None = None) -> str:
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes or [])):
+        if items:
+            shown = ", ".join(items[:5]) + (f", … ({len(items)} in all)" if len(items) > 5 else "")
+            parts.append(f"{label}: {shown}")
+    return f"checkpoint {path} does not match the encoder: " + "; ".join(parts)
+
+
+def describe_checkpoint(path: str | Path) -> dict[str, Any]:
+    """What a file holds, for `asit info`."""
+    data = read_checkpoint(path)
+    info: dict[str, Any] = {"path": str(path), "size_mb": round(Path(path).stat().st_size / 2**20, 2)}
+    if isinstance(data, Mapping) and "pytorch-lightning_version" in data:
+        info.update(kind="lightning pretraining checkpoint", epoch=data.get("epoch"),
+                    global_step=data.get("global_step"), lightning=data.get("pytorch-lightning_version"))
+    loaded = load_encoder(path)
+    cfg = loaded.encoder.config
+    info.setdefault("kind", {"export": "exported encoder", "official": "official ASiT checkpoint",
+                             "state_dict": "bare backbone state dict"}.get(loaded.source, loaded.source))
+    info.update(
+        encoder=f"ViT {cfg.size}: dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, "
+                f"patch {cfg.patch_size}, trained on {cfg.trained_frames} frames x {cfg.num_mel_bins} mel",
+        parameters=sum(p.numel() for p in loaded.encoder.parameters()),
+        frontend=dataclasses.asdict(loaded.frontend),
+        meta=loaded.meta,
+    )
+    return info

@@ -1,0 +1,64 @@
+"""`asit` command line. Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args)`;
+this file only maps names to modules (imported lazily, so `asit info` does not import TensorFlow)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from .errors import AsitError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain": ("upstream.commands.pretrain", "self-supervised pretraining from a config file + overrides"),
+    "export": ("upstream.commands.export", "export the encoder of a pretraining/official checkpoint"),
+    "info": ("upstream.commands.info", "show what a checkpoint holds"),
+    "corpus": ("tasks.corpus.command", "generate the embedded default corpus (unlabelled + task layouts)"),
+    "demo": ("upstream.commands.demo", "generate corpus -> pretrain a tiny ASiT -> export (CPU minutes)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asit", description="asit-hear: pretrain and evaluate audio "
+                                     "spectrogram transformers (HEAR, s3prl/SUPERB, finetuning).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        # parsers are filled lazily: only the chosen command's module is imported
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            top.print_usage(sys.stderr)
+            print(f"asit: error: unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
+            return 2
+        top.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    module_name, help_text = COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"asit {name}", description=help_text)
+    try:
+        module = importlib.import_module(module_name)
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+        result = module.run(args)
+    except AsitError as exc:
+        print(f"asit {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"asit {name}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of `asit` (see upstream/cli.py)."""

@@ -1,0 +1,94 @@
+"""`asit demo`: the whole harness on the embedded corpus in CPU minutes.
+
+Stages run in order and share a `DemoContext`; each later integration (HEAR, leaderboard) adds one stage to
+`STAGES`. A stage whose outputs already exist is not redone, so an interrupted demo resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import AsitError
+from .pretrain import load_pretrain_config, read_metrics, run_pretraining
+
+LOSS_TERMS = ("recon", "local", "global", "loss")
+
+
+@dataclass
+class DemoContext:
+    out_dir: Path
+    seed: int = 0
+    pretrain_overrides: list[str] = field(default_factory=list)
+    corpus: Any = None                       # tasks.corpus.CorpusPaths
+    encoder: Path | None = None              # the exported ASiT encoder
+    pretrain_run: Path | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def log(self, message: str) -> None:
+        print(f"[asit demo] {message}", flush=True)
+
+
+def stage_corpus(ctx: DemoContext) -> None:
+    from tasks.corpus import generate_corpus
+
+    started = time.time()
+    ctx.corpus = generate_corpus(ctx.out_dir / "corpus", seed=ctx.seed)
+    ctx.log(f"corpus ready at {ctx.corpus.root} ({time.time() - started:.0f} s)")
+
+
+def stage_pretrain(ctx: DemoContext) -> None:
+    run_dir = ctx.out_dir / "pretrain"
+    encoder = run_dir / "encoder.pt"
+    if not encoder.is_file():
+        config = load_pretrain_config("demo_tiny", [f"data.source={ctx.corpus.unlabeled}", f"run_dir={run_dir}",
+                                                    f"seed={ctx.seed}", *ctx.pretrain_overrides])
+        ctx.log(f"pretraining a {config.encoder.depth}-block ViT-{config.encoder.size} ASiT for "
+                f"{config.trainer.max_epochs} epochs on {ctx.corpus.unlabeled}")
+        run_pretraining(config, resume="auto")
+    ctx.pretrain_run, ctx.encoder = run_dir, encoder
+    ctx.report["pretrain"] = loss_summary(run_dir)
+    for term, row in ctx.report["pretrain"].items():
+        trend = "fell" if row["last"] < row["first"] else "DID NOT FALL"
+        ctx.log(f"  {term:>6}: epoch 1 {row['first']:.4f} -> epoch {row['epochs']} {row['last']:.4f} ({trend})")
+    ctx.log(f"encoder exported to {encoder}")
+
+
+def loss_summary(run_dir: Path) -> dict[str, dict[str, float]]:
+    """First- and last-epoch mean of each loss term from the run's CSV logs."""
+    metrics = read_metrics(run_dir)
+    summary = {}
+    for term in LOSS_TERMS:
+        column = f"train/{term}_epoch"
+        if column not in metrics:
+            raise AsitError(f"{run_dir}: logs have no {column}")
+        per_epoch = metrics.dropna(subset=[column]).groupby("epoch")[column].last()
+        summary[term] = {"first": float(per_epoch.iloc[0]), "last": float(per_epoch.iloc[-1]),
+                         "epochs": int(per_epoch.index.max()) + 1}
+    return summary
+
+
+Stage = Callable[[DemoContext], None]
+STAGES: list[tuple[str, Stage]] = [
+    ("corpus", stage_corpus),
+    ("pretrain", stage_pretrain),
+]
+
+
+def run_demo(ctx: DemoContext, stages: list[tuple[str, Stage]] | None = None) -> dict[str, Any]:
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    for name, stage in stages or STAGES:
+        ctx.log(f"stage {name}")
+        stage(ctx)
+    ctx.report["seconds"] = round(time.time() - started, 1)
+    summary = ctx.out_dir / "demo_summary.json"
+    summary.write_text(json.dumps(ctx.report, indent=2, default=str))
+    ctx.log(f"done in {ctx.report['seconds']:.0f} s; summary in {summary}")
+    return ctx.report
+
+
+__all__ = ["DemoContext", "STAGES", "run_demo", "loss_summary"]

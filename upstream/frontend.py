@@ -1,0 +1,156 @@
+"""The one audio frontend: file -> mono 16 kHz waveform -> 128-bin Kaldi log-mel fbank -> dataset normalisation.
+
+Pretraining, HEAR, s3prl, probes and finetuning all call `Frontend`; a feature mismatch between pretraining and
+evaluation is the classic silent bug of this field, so there is deliberately no second implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import soundfile
+import torch
+import torchaudio
+
+from .errors import AsitError
+
+# Paper, Table I: log-mel mean/std per dataset (AudioSet also for pretraining).
+DATASET_STATS: dict[str, tuple[float, float]] = {
+    "audioset": (-4.268, 4.569),
+    "esc50": (-6.627, 5.358),
+    "speechcommands_v2": (-6.846, 5.565),
+    "speechcommands_v1": (-6.702, 5.448),
+    "voxceleb1": (-6.370, 3.074),
+}
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Everything needed to turn a waveform into the encoder's input; stored inside every exported encoder.
+
+    `std_scale` = 2 follows the official ASiT/AST code, which divides by 2·std so inputs sit roughly in [-1, 1].
+    `sample_rate` is the rate the fbank is computed at (the paper: 16 kHz; official ASiT code: 32 kHz).
+    """
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 128
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    window: str = "hanning"
+    stats: str = "audioset"
+    mean: float | None = None   # None: taken from DATASET_STATS[stats]
+    std: float | None = None
+    std_scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.mean is None or self.std is None:
+            if self.stats not in DATASET_STATS:
+                raise AsitError(f"frontend.stats {self.stats!r} is not one of {', '.join(DATASET_STATS)}; "
+                                "give frontend.mean and frontend.std for custom statistics")
+            mean, std = DATASET_STATS[self.stats]
+            object.__setattr__(self, "mean", mean if self.mean is None else self.mean)
+            object.__setattr__(self, "std", std if self.std is None else self.std)
+        if self.std <= 0:  # type: ignore[operator]
+            raise AsitError(f"frontend.std must be positive, got {self.std}")
+
+    def with_stats(self, name: str) -> "FrontendConfig":
+        """The same frontend normalised with a named dataset's statistics (Table I)."""
+        if name not in DATASET_STATS:
+            raise AsitError(f"unknown dataset statistics {name!r}; known: {', '.join(DATASET_STATS)}")
+        return replace(self, stats=name, mean=None, std=None)
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.sample_rate * self.frame_shift_ms / 1000))
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.sample_rate * self.frame_length_ms / 1000))
+
+    def frame_centers_ms(self, num_frames: int) -> torch.Tensor:
+        """Centre time of each Kaldi frame (snip_edges=True: frame i covers [i·hop, i·hop + window))."""
+        idx = torch.arange(num_frames, dtype=torch.float64)
+        return (idx * self.hop_samples + self.window_samples / 2) * 1000.0 / self.sample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the fbank yields for a waveform of this many samples (after padding to one window)."""
+        n = max(num_samples, self.window_samples)
+        return 1 + (n - self.window_samples) // self.hop_samples
+
+
+def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Read any soundfile-supported file as float32 [channels, samples]."""
+    if not Path(path).is_file():
+        raise AsitError(f"audio file {path} does not exist")
+    try:
+        data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AsitError(f"audio file {path} could not be read: {exc}") from None
+    return torch.from_numpy(data.T.copy()), int(sr)
+
+
+def to_mono(wave: torch.Tensor) -> torch.Tensor:
+    """[channels, samples] or [samples] -> [samples] (channel mean)."""
+    if wave.ndim == 1:
+        return wave
+    if wave.ndim != 2:
+        raise AsitError(f"expected a waveform [channels, samples] or [samples], got shape {tuple(wave.shape)}")
+    return wave.mean(dim=0)
+
+
+def resample(wave: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    if orig_sr == target_sr:
+        return wave
+    return torchaudio.functional.resample(wave, orig_sr, target_sr)
+
+
+class Frontend:
+    """Waveform -> normalised log-mel fbank [frames, mel], one clip at a time (so batches never mix statistics)."""
+
+    def __init__(self, config: FrontendConfig | None = None) -> None:
+        self.config = config or FrontendConfig()
+
+    def load(self, path: str | Path) -> torch.Tensor:
+        """File -> mono waveform at the frontend's sample rate."""
+        wave, sr = load_audio(path)
+        return resample(to_mono(wave), sr, self.config.sample_rate)
+
+    def fbank(self, wave: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) Kaldi log-mel fbank of a mono waveform at `config.sample_rate`.
+
+        The waveform's mean is removed first and clips shorter than one window are zero-padded to one window,
+        as the official ASiT/AST code does, so even 10 ms of audio yields a frame.
+        """
+        cfg = self.config
+        if wave.ndim != 1:
+            raise AsitError(f"fbank expects a mono waveform [samples], got shape {tuple(wave.shape)}")
+        wave = wave.to(torch.float32)
+        wave = wave - wave.mean() if wave.numel() else wave
+        if wave.numel() < cfg.window_samples:
+            wave = torch.nn.functional.pad(wave, (0, cfg.window_samples - wave.numel()))
+        return torchaudio.compliance.kaldi.fbank(
+            wave.unsqueeze(0), htk_compat=True, sample_frequency=cfg.sample_rate, use_energy=False,
+            window_type=cfg.window, num_mel_bins=cfg.num_mel_bins, dither=0.0,
+            frame_length=cfg.frame_length_ms, frame_shift=cfg.frame_shift_ms)
+
+    def normalise(self, fbank: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        return (fbank - cfg.mean) / (cfg.std * cfg.std_scale)  # type: ignore[operator]
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        """Mono waveform at `config.sample_rate` -> normalised fbank [frames, mel]."""
+        return self.normalise(self.fbank(wave))
+
+    def from_file(self, path: str | Path) -> torch.Tensor:
+        return self(self.load(path))
+
+
+def pad_or_crop(features: torch.Tensor, frames: int, offset: int = 0) -> torch.Tensor:
+    """[T, F] -> [frames, F]: crop starting at `offset`, or pad the end with zeros (the dataset mean after
+    normalisation), the padding every consumer of the frontend uses."""
+    cropped = features[offset:offset + frames]
+    missing = frames - cropped.shape[0]
+    if missing > 0:
+        cropped = torch.nn.functional.pad(cropped, (0, 0, 0, missing))
+    return cropped

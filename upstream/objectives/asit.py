@@ -1,0 +1,138 @@
+"""ASiT (Atito et al.): group masked model learning + local (data-token) and global (CLS) self-distillation from
+an EMA teacher. Defaults follow the paper; the official code's deviations are available through the config
+(`loss_weights.recon: 2`, `warmup_teacher_temp_epochs: 30`, `masking.other_clip_prob: 0.3`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import torch
+
+from ..config import from_dict
+from ..encoder import AudioViT, EncoderConfig
+from ..errors import AsitError
+from ..heads import ProjectionHead, ReconstructionHead
+from ..losses import CenteredDistillation, global_loss, local_loss, masked_l1
+from ..masking import GMMLViewMasker, MaskingConfig, apply_masks, token_mask
+from ..schedules import TrainingProgress, cosine, linear_warmup
+from .base import PretrainObjective, ViewTransform
+
+LOSS_TERMS = ("recon", "local", "global")
+
+
+@dataclass(frozen=True)
+class ASiTConfig:
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    out_dim: int = 8192
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    norm_last_layer: bool = True
+    recon_hidden_dim: int = 2048
+    recon_bottleneck_dim: int = 256
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    center_momentum: float = 0.9
+    teacher_momentum: float = 0.996
+    teacher_momentum_end: float = 1.0
+    freeze_last_layer_epochs: int = 1
+    loss_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in LOSS_TERMS})
+
+    def check(self) -> None:
+        self.masking.check()
+        unknown = set(self.loss_weights) - set(LOSS_TERMS)
+        if unknown:
+            raise AsitError(f"objective.loss_weights has unknown term(s) {sorted(unknown)}; terms: {LOSS_TERMS}")
+
+
+class ASiTObjective(PretrainObjective):
+    name = "asit"
+
+    def __init__(self, config: ASiTConfig, encoder: EncoderConfig) -> None:
+        super().__init__()
+        config.check()
+        self.config = config
+        self.weights = {t: float(config.loss_weights.get(t, 1.0)) for t in LOSS_TERMS}
+        encoder = encoder.resolved()
+        self.student = AudioViT(encoder)
+        self.teacher = AudioViT(replace(encoder, drop_path_rate=0.0))
+        dim = int(encoder.embed_dim)  # type: ignore[arg-type]
+        head_args = dict(out_dim=config.out_dim, hidden_dim=config.head_hidden_dim,
+                         bottleneck_dim=config.head_bottleneck_dim, norm_last_layer=config.norm_last_layer)
+        self.student_head = ProjectionHead(dim, **head_args)
+        self.teacher_head = ProjectionHead(dim, **head_args)
+        self.recon_head = ReconstructionHead(dim, patch_size=encoder.patch_size, hidden_dim=config.recon_hidden_dim,
+                                             bottleneck_dim=config.recon_bottleneck_dim)
+        self.distill_cls = CenteredDistillation(config.out_dim, config.student_temp, config.center_momentum)
+        self.distill_data = CenteredDistillation(config.out_dim, config.student_temp, config.center_momentum)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher_head.load_state_dict(self.student_head.state_dict())
+        for p in list(self.teacher.parameters()) + list(self.teacher_head.parameters()):
+            p.requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, params: Mapping[str, Any], encoder: EncoderConfig) -> "ASiTObjective":
+        return cls(from_dict(ASiTConfig, params, "objective."), encoder)
+
+    def view_transform(self) -> ViewTransform:
+        return GMMLViewMasker(self.config.masking)
+
+    def teacher_temp(self, progress: TrainingProgress) -> float:
+        cfg = self.config
+        warmup = cfg.warmup_teacher_temp_epochs * progress.steps_per_epoch
+        return linear_warmup(cfg.warmup_teacher_temp, cfg.teacher_temp, progress.step, warmup)
+
+    def teacher_momentum(self, progress: TrainingProgress) -> float:
+        cfg = self.config
+        return cosine(cfg.teacher_momentum, cfg.teacher_momentum_end, progress.step, progress.total_steps)
+
+    def training_losses(self, batch: dict[str, torch.Tensor], progress: TrainingProgress) -> dict[str, torch.Tensor]:
+        views, masks = batch["views"], batch["masks"]
+        b, v, _, t, f = views.shape
+        patch = self.student.config.patch_size
+        grid = (t // patch, f // patch)
+        corrupted = apply_masks(views, masks, batch["use_other_clip"])
+
+        student_tokens = self.student.forward_features(corrupted.flatten(0, 1))
+        student_logits = self.student_head(student_tokens)
+        with torch.no_grad():
+            teacher_logits = self.teacher_head(self.teacher.forward_features(views.flatten(0, 1)))
+
+        reconstruction = self.recon_head(student_tokens[:, 1:], grid)
+        recon = masked_l1(reconstruction.float(), views.flatten(0, 1).float(), masks.flatten(0, 1)[:, None])
+
+        k = student_logits.shape[-1]
+        temp = self.teacher_temp(progress)
+        manipulated = token_mask(masks, patch)
+        local = local_loss(self.distill_data, student_logits[:, 1:].reshape(b, v, -1, k),
+                           teacher_logits[:, 1:].reshape(b, v, -1, k), manipulated, temp)
+        global_ = global_loss(self.distill_cls, student_logits[:, 0].reshape(b, v, k),
+                              teacher_logits[:, 0].reshape(b, v, k), temp)
+        self.distill_cls.update_center(teacher_logits[:, 0])
+        self.distill_data.update_center(teacher_logits[:, 1:])
+
+        terms = {"recon": recon, "local": local, "global": global_}
+        total = sum(self.weights[name] * value for name, value in terms.items())
+        return {"loss": total, **terms}
+
+    def after_backward(self, progress: TrainingProgress) -> None:
+        if progress.epoch < self.config.freeze_last_layer_epochs:
+            for p in self.student_head.last_layer.parameters():
+                p.grad = None
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: TrainingProgress) -> None:
+        m = self.teacher_momentum(progress)
+        for student, teacher in ((self.student, self.teacher), (self.student_head, self.teacher_head)):
+            s_params = list(student.parameters())
+            t_params = list(teacher.parameters())
+            torch._foreach_mul_(t_params, m)
+            torch._foreach_add_(t_params, s_params, alpha=1.0 - m)
+
+    def export_encoder(self) -> AudioViT:
+        return self.teacher
+
+    def metrics(self, progress: TrainingProgress) -> dict[str, float]:
+        return {"teacher_momentum": self.teacher_momentum(progress), "teacher_temp": self.teacher_temp(progress)}
