@@ -56,3 +56,22 @@ def tone_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tones")
     write_tone_clips(folder, 8)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported (randomly initialised) tiny encoder: for plumbing tests that need a checkpoint file."""
+    from upstream.checkpoint import save_encoder
+    from upstream.frontend import FrontendConfig
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("encoder") / "tiny_encoder.pt"
+    return save_encoder(path, AudioViT(TINY_ENCODER).eval(), FrontendConfig(), {"note": "random init, tests"})
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory):
+    """The embedded default corpus (seed 0) in the real dataset layouts, generated once per session (≈10 s)."""
+    from tasks.corpus import generate_corpus
+
+    return generate_corpus(tmp_path_factory.mktemp("corpus") / "corpus", seed=0)

@@ -18,6 +18,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("upstream.commands.info", "show what a checkpoint holds"),
     "corpus": ("tasks.corpus.command", "generate the embedded default corpus (unlabelled + task layouts)"),
     "demo": ("upstream.commands.demo", "generate corpus -> pretrain a tiny ASiT -> export (CPU minutes)"),
+    "hear-tasks": ("tasks.hear_tasks", "convert local datasets into heareval task folders"),
+    "s3prl": ("upstream.s3prl_upstream.command", "run s3prl's run_downstream with the ASiT upstream registered"),
+    "s3prl-data": ("tasks.s3prl_data", "lay out local datasets the way s3prl's downstream readers expect"),
+    "finetune": ("tasks.commands.finetune", "finetune an encoder on one benchmark with its recipe"),
+    "probe": ("tasks.commands.probe", "linear/MLP probe on frozen embeddings (cached)"),
+    "bench": ("benchmarks.commands.bench", "run a resumable suite of encoders x tasks x modes x seeds"),
+    "table": ("benchmarks.commands.table", "leaderboard tables (Markdown, CSV, LaTeX, PNG) from results"),
 }
 
 
