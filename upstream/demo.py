@@ -72,9 +72,21 @@ def loss_summary(run_dir: Path) -> dict[str, dict[str, float]]:
 
 
 Stage = Callable[[DemoContext], None]
+
+
+def _stage(module: str, name: str) -> Stage:
+    """A stage defined in another package, imported only when it runs."""
+    def run(ctx: DemoContext) -> None:
+        import importlib
+
+        getattr(importlib.import_module(module), name)(ctx)
+    return run
+
+
 STAGES: list[tuple[str, Stage]] = [
     ("corpus", stage_corpus),
     ("pretrain", stage_pretrain),
+    ("s3prl", _stage("upstream.s3prl_upstream.demo", "stage_s3prl")),
 ]
 
 

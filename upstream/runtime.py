@@ -130,9 +130,10 @@ class EncoderRuntime(nn.Module):
             resolved.append(index)
         return resolved
 
-    @torch.no_grad()
     def forward_features(self, feats: Sequence[torch.Tensor], layers: list[int]) -> RuntimeOutput:
-        """Normalised fbanks [T_i, F] -> `RuntimeOutput` (the chunked, batch-invariant encoder pass)."""
+        """Normalised fbanks [T_i, F] -> `RuntimeOutput` (the chunked, batch-invariant encoder pass).
+
+        Runs in the caller's grad mode (s3prl finetunes through it); `forward` is the no-grad inference entry."""
         p, chunk = self.frames_per_column, self.chunk_frames
         cols_per_chunk = chunk // p
         device = feats[0].device
