@@ -86,6 +86,7 @@ def _stage(module: str, name: str) -> Stage:
 STAGES: list[tuple[str, Stage]] = [
     ("corpus", stage_corpus),
     ("pretrain", stage_pretrain),
+    ("hear", _stage("asit_hear.demo_stage", "stage_hear")),
     ("s3prl", _stage("upstream.s3prl_upstream.demo", "stage_s3prl")),
 ]
 
