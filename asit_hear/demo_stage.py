@@ -8,11 +8,12 @@ embeddings and predictions are redone.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+from upstream.hashing import file_sha256
 
 from .runners import MODULE, compute_embeddings, predict, read_scores, validate
 
@@ -25,19 +26,11 @@ DEMO_DATASETS = ("esc50", "speechcommands_v2", "speechcommands_v1", "voxceleb1",
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def forget_stale_results(work: Path, encoder: Path, task_folders: Sequence[Path]) -> bool:
     """heareval reuses any task it marked done, whatever encoder or data made it: drop its embeddings and
     Lightning logs when the encoder file or a task's metadata changed since the last run. True if dropped."""
     stamp = work / "inputs.sha256"
-    lines = [f"encoder {_sha256(encoder)}"] + [f"{t.name} {_sha256(t / 'task_metadata.json')}"
+    lines = [f"encoder {file_sha256(encoder)}"] + [f"{t.name} {file_sha256(t / 'task_metadata.json')}"
                                                 for t in sorted(task_folders)]
     current = "\n".join(lines) + "\n"
     stale = stamp.is_file() and stamp.read_text() != current

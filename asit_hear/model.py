@@ -68,7 +68,7 @@ class AsitHearModel(nn.Module):
         depth = runtime.depth
         requested = list(range(depth + 1)) if self.options.layers == "all" else (
             list(self.options.layers) if isinstance(self.options.layers, list) else [self.options.layers])
-        self.layers = runtime._resolve_layers(requested)
+        self.layers = runtime.resolve_layers(requested)
         if len(set(self.layers)) != len(self.layers):
             raise AsitError(f"layers names a layer twice: {requested}")
         self.scene_embedding_size = runtime.embed_dim * len(self.layers)

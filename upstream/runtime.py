@@ -114,11 +114,12 @@ class EncoderRuntime(nn.Module):
             waves = list(waves)
         if not waves:
             raise AsitError("no waveforms given")
-        wanted = self._resolve_layers(layers)
+        wanted = self.resolve_layers(layers)
         feats = self.features(waves)
         return self.forward_features(feats, wanted)
 
-    def _resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
+    def resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
+        """Layer indices (negative from the end) -> 0..depth; None -> all."""
         depth = self.depth
         if layers is None:
             return list(range(depth + 1))
