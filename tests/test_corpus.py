@@ -17,8 +17,8 @@ import torch
 import torchaudio
 
 from tasks import corpus as corpus_pkg
-from tasks.corpus import (CORPUS_VERSION, CorpusPaths, content_hash, esc50, generate_corpus, is_up_to_date,
-                          read_manifest, speechcommands, synth, texts, voices)
+from tasks.corpus import (CORPUS_VERSION, CorpusPaths, audioset, content_hash, esc50, generate_corpus,
+                          is_up_to_date, read_manifest, speechcommands, synth, texts, voices)
 from tasks.corpus.writer import ClipWriter
 from upstream.cli import main
 from upstream.errors import AsitError
@@ -100,6 +100,7 @@ def test_corpus_paths_point_at_the_real_folder_names(corpus: CorpusPaths) -> Non
     assert corpus.speechcommands_v1.name == "speech_commands_v0.01"
     assert corpus.speechcommands_v1_test.name == "speech_commands_test_set_v0.01"
     assert corpus.voxceleb1.name == "VoxCeleb1"
+    assert corpus.audioset.name == "audioset"
     assert corpus.unlabeled.name == "unlabeled"
     assert all(getattr(corpus, n).parent == corpus.root for n in CorpusPaths.__dataclass_fields__ if n != "root")
 
@@ -335,6 +336,68 @@ def test_voxceleb1_speakers_are_identifiable(corpus: CorpusPaths) -> None:
     accuracy = nearest_centroid_accuracy([(f, s) for f, s, split in data if split == "1"],
                                          [(f, s) for f, s, split in data if split != "1"])
     assert accuracy >= 0.4, accuracy   # chance is 1/8
+
+
+# ------------------------------------------------------------------------------------------------ AudioSet
+
+
+AS_ROW = re.compile(r'^([A-Za-z0-9_-]{11}), (\d+\.\d{3}), (\d+\.\d{3}), "(/m/[0-9a-z_]+(?:,/m/[0-9a-z_]+)*)"$')
+
+
+def audioset_rows(path: Path) -> list[tuple[str, float, float, list[str]]]:
+    lines = path.read_text().splitlines()
+    assert [line.startswith("# ") for line in lines[:3]] == [True] * 3, "three '# ' header lines, as the real CSVs"
+    assert lines[2] == "# YTID, start_seconds, end_seconds, positive_labels"
+    rows = []
+    for line in lines[3:]:
+        match = AS_ROW.match(line)
+        assert match, line
+        rows.append((match.group(1), float(match.group(2)), float(match.group(3)), match.group(4).split(",")))
+    return rows
+
+
+@e2e
+def test_audioset_layout_is_panns(corpus: CorpusPaths) -> None:
+    root = corpus.audioset
+    classes = (root / "metadata" / "class_labels_indices.csv").read_text().splitlines()
+    assert classes[0] == "index,mid,display_name"
+    mids = [line.split(",")[1] for line in classes[1:]]
+    assert [int(line.split(",")[0]) for line in classes[1:]] == list(range(len(mids))) and len(mids) == 7
+    assert all(mid in {m for ms in audioset.RECIPE_LABELS.values() for m in ms} for mid in mids)
+    seen_ids: set[str] = set()
+    for split, stem, listed in (("train", "balanced_train_segments", 48), ("eval", "eval_segments", 24)):
+        rows = audioset_rows(root / "metadata" / f"{stem}.csv")
+        assert len(rows) == listed
+        stored = {p.name for p in (root / "audios" / stem).iterdir()}
+        present = [r for r in rows if f"Y{r[0]}.wav" in stored]
+        assert len(stored) == len(present) == listed - audioset.TAKEN_DOWN[split], "taken-down rows have no clip"
+        assert not seen_ids & {r[0] for r in rows}, "a video is in one split only"
+        seen_ids |= {r[0] for r in rows}
+        for ytid, start, end, labels in rows:
+            assert end - start == audioset.CLIP_SECONDS and set(labels) <= set(mids)
+            assert labels == sorted(labels, key=mids.index)
+        for ytid, *_ in present:
+            assert_format(root / "audios" / stem / f"Y{ytid}.wav", 32000, 3 * 32000)
+        per_class = {m: sum(m in r[3] for r in present) for m in mids}
+        assert min(per_class.values()) >= 3, per_class
+        assert max(len(r[3]) for r in rows) > 1, "multi-label rows"
+
+
+@e2e
+def test_audioset_labels_are_what_is_mixed(corpus: CorpusPaths) -> None:
+    """A clip labelled Engine holds more energy below 100 Hz than one without: labels follow the mixed sounds."""
+    root = corpus.audioset
+    rows = audioset_rows(root / "metadata" / "balanced_train_segments.csv")
+    low_share = {True: [], False: []}
+    for ytid, _, _, labels in rows:
+        path = root / "audios" / "balanced_train_segments" / f"Y{ytid}.wav"
+        if not path.is_file():
+            continue
+        audio, rate = sf.read(str(path), dtype="float32")
+        spectrum = np.abs(np.fft.rfft(audio)) ** 2
+        freqs = np.fft.rfftfreq(len(audio), 1 / rate)
+        low_share["/m/02mk9" in labels].append(spectrum[freqs < 100].sum() / spectrum.sum())
+    assert np.median(low_share[True]) > 3 * np.median(low_share[False])
 
 
 def test_every_voice_in_the_pool_sounds_different() -> None:

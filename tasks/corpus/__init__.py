@@ -8,9 +8,10 @@
     out/speech_commands_v0.01/              the same for v0.01 (SUPERB KS)
     out/speech_commands_test_set_v0.01/     SUPERB's separate KS test set (10 words, _silence_, _unknown_)
     out/VoxCeleb1/                          wav/idXXXXX/<video>/<utt>.wav + iden_split.txt
+    out/audioset/                           metadata/*.csv + audios/<csv stem>/Y{YTID}.wav (PANNs' layout)
     out/corpus.json                         version, seed, file counts, roots, content hash (written last)
 
-To add a dataset (e.g. AudioSet): write a module with `generate(out_dir, seed, writer) -> {field: root}`, append it
+To add a dataset: write a module with `generate(out_dir, seed, writer) -> {field: root}`, append it
 to GENERATORS, add the field(s) to CorpusPaths and bump CORPUS_VERSION.
 """
 
@@ -27,10 +28,10 @@ from typing import Any, Callable
 
 from upstream.errors import AsitError
 
-from . import esc50, speechcommands, synth, unlabeled, voxceleb1
+from . import audioset, esc50, speechcommands, synth, unlabeled, voxceleb1
 from .writer import ClipWriter
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 MANIFEST = "corpus.json"
 
 Generator = Callable[[Path, int, ClipWriter], dict[str, Path]]
@@ -40,6 +41,7 @@ GENERATORS: tuple[Generator, ...] = (
     speechcommands.generate_v2,
     speechcommands.generate_v1,
     voxceleb1.generate,
+    audioset.generate,
 )
 
 
@@ -54,6 +56,7 @@ class CorpusPaths:
     speechcommands_v1: Path
     speechcommands_v1_test: Path
     voxceleb1: Path
+    audioset: Path
 
     @classmethod
     def from_relative(cls, root: Path, datasets: dict[str, str]) -> "CorpusPaths":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -42,6 +42,8 @@ class DatasetIndex:
     multilabel: bool = False
     folds: list[int] = field(default_factory=list)
     stats: str = "audioset"          # frontend normalisation statistics for this dataset (paper Table I)
+    label_names: dict[str, str] = field(default_factory=dict)   # label -> display name (AudioSet mids)
+    report: dict[str, Any] = field(default_factory=dict)        # what the reader decided (AudioSet: missing clips)
 
     def split(self, name: str) -> list[Example]:
         return [e for e in self.examples if e.split == name]
@@ -54,6 +56,7 @@ class DatasetIndex:
 
 
 def check_files_exist(paths: Iterable[Path], source: Path | str) -> None:
+    """Every listed file must exist: a silently skipped file would change the split."""
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise AsitError(f"{len(missing)} audio file(s) listed in {source} are missing, e.g. "

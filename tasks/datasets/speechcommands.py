@@ -16,12 +16,13 @@ import soundfile
 
 from upstream.errors import AsitError
 
-from .base import DatasetIndex, Example, check_files_exist, require
+from .base import DatasetIndex, Example, bad_rows, check_files_exist, require
 
 SUPERB_COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 NOISE_DIR = "_background_noise_"
-VALID_EVERY = 5          # every 5th silence crop of a noise file goes to valid (a 80/20 split)
+VALID_FRACTION = 0.2     # the last 20% of each noise file's 1 s crops are valid, the rest train (contiguous, so
+                         # no valid crop is the neighbour of a train crop except at one boundary per file)
 
 
 def _speaker(path: str) -> str:
@@ -31,7 +32,11 @@ def _speaker(path: str) -> str:
 def _read_list(path: Path, root: Path) -> set[str]:
     require(path, f"Speech Commands split list ({path.name})")
     entries = {line.strip() for line in path.read_text().splitlines() if line.strip()}
-    check_files_exist((root / e for e in entries), path)
+    bad = sorted(e for e in entries if len(Path(e).parts) != 2 or not e.endswith(".wav")
+                 or Path(e).parts[0] == NOISE_DIR)
+    if bad:
+        raise bad_rows(bad, path, "expected <word>/<speaker>_nohash_<n>.wav")
+    check_files_exist((root / e for e in sorted(entries)), path)
     return entries
 
 
@@ -50,8 +55,9 @@ def _silence_crops(root: Path, seconds: float = 1.0) -> list[Example]:
     for path in noise:
         info = soundfile.info(str(path))
         count = int(info.frames / info.samplerate // seconds)
+        first_valid = count - int(count * VALID_FRACTION)
         for k in range(count):
-            split = "valid" if k % VALID_EVERY == VALID_EVERY - 1 else "train"
+            split = "valid" if k >= first_valid else "train"
             crops.append(Example(path=path, labels=(SILENCE,), split=split, group=path.stem, start_s=k * seconds,
                                  duration_s=seconds))
     return crops

@@ -1,0 +1,348 @@
+"""Full finetuning (Lightning) of an encoder + classification head with a task's recipe (paper Table I).
+
+Data. Each clip goes through the shared `Frontend` (never a second fbank) configured with the checkpoint's sample
+rate and the TASK's normalisation statistics (Table I), then is cropped (randomly, when longer) or zero-padded (= the
+dataset mean) to `train_frames`. Test and validation clips are cut into consecutive `eval_frames` chunks (the last
+zero-padded) and the chunk logits averaged, so a clip is always seen whole; for 10 s / 5 s / 1 s clips at
+1024 / 512 / 128 frames this is exactly one padded chunk.
+
+Training step: mixup (timm's `Mixup`, per example, AST's meaning of the probability; multi-label targets mixed as
+dense vectors) → SpecAugment (torchaudio Frequency/TimeMasking, one mask of each per example, applied after
+normalisation so masked bins equal the dataset mean) → encoder → pooling → LayerNorm + Linear → BCE (multi-label)
+or CE. Optimiser: AdamW with timm's parameter groups (no decay on biases/norms/pos_embed/cls_token; layer-wise lr
+decay when `layer_decay` < 1), timm's CosineLRScheduler with linear warm-up, stepped per update.
+
+Evaluation gathers predictions from every device and de-duplicates them by example index, so the metric is exact
+under DDP (whose sampler pads the last batch with repeats).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torchaudio
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from timm.data import Mixup
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from upstream.encoder import AudioViT
+from upstream.errors import AsitError
+from upstream.frontend import Frontend, FrontendConfig, pad_or_crop
+
+from .api import EncoderSpec, TaskResult
+from .datasets import Example
+from .encoders import load_backbone
+from .metrics import evaluate
+from .recipes import FinetuneRecipe, recipe_digest, recipe_yaml
+from .task_data import TaskData
+
+
+# ------------------------------------------------------------------------------------------------------- model
+
+class AudioClassifier(nn.Module):
+    """Encoder + pooling + LayerNorm/Linear head (AST's mlp_head). Input: normalised fbank [B, T, F]."""
+
+    def __init__(self, encoder: AudioViT, num_classes: int, pooling: str = "mean") -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        dim = int(encoder.embed_dim) * (2 if pooling == "mean+cls" else 1)
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
+
+    def pooled(self, feats: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder.forward_features(feats.unsqueeze(1))       # [B, 1 + N, D], final norm applied
+        mean, cls = tokens[:, 1:].mean(dim=1), tokens[:, 0]
+        return {"mean": mean, "cls": cls, "mean+cls": torch.cat([mean, cls], dim=-1)}[self.pooling]
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(feats))
+
+
+# -------------------------------------------------------------------------------------------------------- data
+
+class ClipDataset(Dataset):
+    """Training: (fbank [frames, F], target, index). Evaluation: (chunks [n, frames, F], target, index)."""
+
+    def __init__(self, examples: list[Example], targets: np.ndarray, frontend: FrontendConfig, frames: int,
+                 train: bool, random_crop: bool = True) -> None:
+        self.examples, self.targets = examples, torch.from_numpy(targets)
+        self.frontend = Frontend(frontend)
+        self.frames, self.train, self.random_crop = frames, train, random_crop
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def features(self, i: int) -> torch.Tensor:
+        return self.frontend(self.examples[i].load(self.frontend.config.sample_rate))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        feats = self.features(i)
+        if self.train:
+            spare = feats.shape[0] - self.frames
+            offset = int(torch.randint(0, spare + 1, ()).item()) if spare > 0 and self.random_crop else 0
+            return pad_or_crop(feats, self.frames, offset), self.targets[i], i
+        count = max(1, math.ceil(feats.shape[0] / self.frames))
+        chunks = torch.stack([pad_or_crop(feats, self.frames, c * self.frames) for c in range(count)])
+        return chunks, self.targets[i], i
+
+
+def collate_train(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+    feats, targets, index = zip(*batch)
+    return {"x": torch.stack(feats), "y": torch.stack(targets), "index": torch.tensor(index)}
+
+
+def collate_eval(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> dict[str, Any]:
+    chunks, targets, index = zip(*batch)
+    return {"x": torch.cat(chunks), "counts": torch.tensor([c.shape[0] for c in chunks]),
+            "y": torch.stack(targets), "index": torch.tensor(index)}
+
+
+def sample_weights(targets: np.ndarray, multilabel: bool) -> np.ndarray:
+    """AST/PANNs balanced sampling: an example's weight is the sum over its labels of 1 / (label count)."""
+    hot = targets if multilabel else np.eye(int(targets.max()) + 1, dtype=np.float32)[targets]
+    counts = hot.sum(axis=0)
+    return (hot / np.maximum(counts, 1.0)).sum(axis=1)
+
+
+# ------------------------------------------------------------------------------------------------------ module
+
+class FinetuneModule(L.LightningModule):
+    def __init__(self, model: AudioClassifier, recipe: FinetuneRecipe, multilabel: bool, num_classes: int) -> None:
+        super().__init__()
+        self.model, self.recipe = model, recipe
+        # checkpoint loaders hand encoders over in eval mode, and Lightning >= 2.2 keeps each submodule's mode:
+        # without this, drop path (and any dropout) would silently stay off for the whole finetuning run
+        self.model.train()
+        self.multilabel, self.num_classes = multilabel, num_classes
+        self.mixup = (Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=0.0, prob=recipe.mixup, mode="elem",
+                            label_smoothing=recipe.label_smoothing if not multilabel else 0.0,
+                            num_classes=num_classes, multi_label=multilabel)
+                      if recipe.mixup > 0 else None)
+        self.freq_mask = torchaudio.transforms.FrequencyMasking(recipe.freq_mask, iid_masks=True)
+        self.time_mask = torchaudio.transforms.TimeMasking(recipe.time_mask, iid_masks=True)
+        self.lr_scheduler: CosineLRScheduler | None = None
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.results: dict[str, dict[str, Any]] = {}
+        self.valid_history: list[tuple[int, float]] = []          # (epoch, primary metric) per validation
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        r = self.recipe
+        encoder = self.model.encoder
+        skip = sorted(encoder.no_weight_decay())
+        if r.layer_decay < 1.0:
+            # timm groups the ViT as stem (0), blocks 1..L (the final norm with block L); one more factor puts the
+            # head alone at scale 1, as in BEiT/MAE: stem decay^(L+1), block i decay^(L+1-i), head 1
+            groups = [dict(g, lr_scale=g["lr_scale"] * r.layer_decay) for g in param_groups_layer_decay(
+                encoder, weight_decay=r.weight_decay, no_weight_decay_list=skip, layer_decay=r.layer_decay)]
+        else:
+            groups = param_groups_weight_decay(encoder, weight_decay=r.weight_decay, no_weight_decay_list=skip)
+        groups += [dict(g, lr_scale=1.0) for g in param_groups_weight_decay(self.model.head, r.weight_decay)]
+        optimizer = torch.optim.AdamW(groups, lr=r.lr, betas=tuple(r.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, int(self.trainer.num_training_batches))
+        warmup = min(int(round(r.warmup_epochs * per_epoch)), total - 1)
+        self.lr_scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=r.min_lr,
+                                              warmup_t=warmup, warmup_lr_init=r.min_lr,
+                                              warmup_prefix=True, t_in_epochs=False)
+        return optimizer
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        assert self.lr_scheduler is not None
+        self.lr_scheduler.step_update(int(self.global_step))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["valid_history"] = list(self.valid_history)     # so a resumed run reports the whole history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.valid_history = [tuple(item) for item in checkpoint.get("valid_history", [])]  # type: ignore[misc]
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        spec = x.transpose(1, 2).unsqueeze(1)                       # [B, 1, F, T]: torchaudio's layout
+        if self.recipe.freq_mask > 0:
+            spec = self.freq_mask(spec)
+        if self.recipe.time_mask > 0:
+            spec = self.time_mask(spec)
+        return spec.squeeze(1).transpose(1, 2), y
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.multilabel:
+            return nn.functional.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+        if y.ndim == 2:                                              # mixed (soft) targets
+            return nn.functional.cross_entropy(logits, y.to(logits.dtype))
+        return nn.functional.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = self.augment(batch["x"], batch["y"])
+        loss = self.loss(self.model(x), y)
+        if not torch.isfinite(loss):
+            raise AsitError(f"finetuning loss became {loss.item()} at step {self.global_step}")
+        size = x.shape[0]
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size,
+                 sync_dist=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False,
+                 batch_size=size)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        logits = self.model(batch["x"]).float()
+        per_clip = torch.stack([part.mean(dim=0) for part in logits.split(batch["counts"].tolist())])
+        scores = torch.sigmoid(per_clip) if self.multilabel else torch.softmax(per_clip, dim=-1)
+        self._outputs.append((batch["index"], scores.detach(), batch["y"]))
+
+    def _eval_end(self, stage: str) -> dict[str, Any]:
+        index = torch.cat([o[0] for o in self._outputs])
+        scores = torch.cat([o[1] for o in self._outputs])
+        targets = torch.cat([o[2] for o in self._outputs])
+        self._outputs = []
+        if self.trainer.world_size > 1:                            # equal per-rank counts (padded sampler)
+            index, scores, targets = (self.all_gather(t).flatten(0, 1) for t in (index, scores, targets))
+        order = np.unique(index.cpu().numpy(), return_index=True)[1]
+        result = {"index": index.cpu().numpy()[order], "scores": scores.cpu().numpy()[order],
+                  "targets": targets.cpu().numpy()[order]}
+        result["metrics"] = evaluate(result["targets"], result["scores"], self.multilabel)
+        self.results[stage] = result
+        return result
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        value = float(next(iter(self._eval_end("valid")["metrics"].values())))
+        self.valid_history.append((int(self.current_epoch) + 1, value))
+        self.log("valid/metric", value, sync_dist=False)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+
+# ------------------------------------------------------------------------------------------------------ runner
+
+def _loader(dataset: ClipDataset, recipe: FinetuneRecipe, batch_size: int, seed: int, *, train: bool,
+            weights: np.ndarray | None = None) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    sampler = (WeightedRandomSampler(torch.from_numpy(weights).double(), len(dataset), replacement=True,
+                                     generator=generator) if weights is not None else None)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      drop_last=train, num_workers=recipe.num_workers, generator=generator,
+                      collate_fn=collate_train if train else collate_eval,
+                      persistent_workers=recipe.num_workers > 0)
+
+
+def _check_frames(recipe: FinetuneRecipe, patch: int) -> None:
+    for name in ("train_frames", "eval_frames"):
+        if getattr(recipe, name) % patch:
+            raise AsitError(f"recipe {name} {getattr(recipe, name)} must be a multiple of the patch size {patch}")
+
+
+def _prepare_work_dir(work_dir: Path, recipe: FinetuneRecipe, cell_identity: dict[str, Any]) -> Path | None:
+    """Record what runs here; return the checkpoint to resume from when an identical run was interrupted."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stamp = work_dir / "run.json"
+    identity = {"recipe_digest": recipe_digest(recipe), **cell_identity}
+    last = work_dir / "checkpoints" / "last.ckpt"
+    if stamp.is_file() and last.is_file():
+        previous = json.loads(stamp.read_text())
+        if previous != identity:
+            raise AsitError(f"{work_dir} holds an interrupted run of another recipe or cell "
+                            f"({stamp}); choose another work folder or delete it")
+        return last
+    stamp.write_text(json.dumps(identity, indent=2) + "\n")
+    (work_dir / "recipe.yaml").write_text(recipe_yaml(recipe))
+    return None
+
+
+def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, seed: int,
+                 work_dir: Path) -> TaskResult:
+    """Finetune `encoder` on `data.train` (selecting on `data.valid` if the recipe says so), report on `data.test`."""
+    work_dir = Path(work_dir)
+    if recipe.select == "best_valid" and not data.valid:
+        raise AsitError(f"recipe select=best_valid but {data.task} has no validation split; use select=last")
+    L.seed_everything(seed, workers=True, verbose=False)
+    backbone = load_backbone(encoder, seed=seed, sample_rate=recipe.sample_rate, drop_path=recipe.drop_path)
+    _check_frames(recipe, backbone.encoder.config.patch_size)
+    frontend = backbone.frontend.with_stats(recipe.stats)
+    model = AudioClassifier(backbone.encoder, data.num_classes, recipe.pooling)
+    module = FinetuneModule(model, recipe, data.multilabel, data.num_classes)
+
+    train_targets = data.targets(data.train)
+    batch = min(recipe.batch_size, len(data.train))
+    if recipe.mixup > 0:
+        batch -= batch % 2                                          # timm's Mixup pairs examples
+    if batch < 1 or (recipe.mixup > 0 and batch < 2):
+        raise AsitError(f"{data.task}: {len(data.train)} training clip(s) are too few for a batch")
+    weights = sample_weights(train_targets, data.multilabel) if recipe.sampler == "weighted" else None
+    train_loader = _loader(ClipDataset(data.train, train_targets, frontend, recipe.train_frames, True,
+                                       recipe.train_crop == "random"), recipe, batch, seed, train=True,
+                           weights=weights)
+
+    def eval_loader(examples: list[Example]) -> DataLoader:
+        dataset = ClipDataset(examples, data.targets(examples), frontend, recipe.eval_frames, False)
+        return _loader(dataset, recipe, recipe.batch_size, seed, train=False)
+
+    validate = recipe.select == "best_valid"
+    resume = _prepare_work_dir(work_dir, recipe, {"task": data.task, "encoder": encoder.path, "init": encoder.init,
+                                                  "seed": seed, "parts": data.roles})
+    # last.ckpt (for resuming an interrupted run) and, when selecting on validation, best.ckpt
+    checkpoint = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="best",
+                                 monitor="valid/metric" if validate else None, mode="max",
+                                 save_top_k=1 if validate else 0, save_last=True, enable_version_counter=False)
+    trainer = L.Trainer(max_epochs=recipe.epochs, accelerator=recipe.accelerator, devices=recipe.devices,
+                        precision=recipe.precision, callbacks=[checkpoint],
+                        logger=CSVLogger(work_dir, name="logs"), default_root_dir=work_dir,
+                        gradient_clip_val=recipe.clip_grad or None, num_sanity_val_steps=0,
+                        log_every_n_steps=recipe.log_every_n_steps, enable_progress_bar=False,
+                        enable_model_summary=False)
+    with warnings.catch_warnings():       # a validation_step without validation data is this recipe's choice
+        warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`")
+        trainer.fit(module, train_loader, eval_loader(data.valid) if validate else None,
+                    ckpt_path=str(resume) if resume else None)
+    history = list(module.valid_history)          # before test loads best.ckpt (and its shorter history)
+    trainer.test(module, eval_loader(data.test), ckpt_path="best" if validate else None, verbose=False)
+    test = module.results["test"]
+    metrics = test["metrics"]
+    metric = data.metric
+    extra: dict[str, Any] = {
+        **data.summary(), "mode": "finetune", "metrics": metrics, "epochs": int(trainer.current_epoch),
+        "steps": int(trainer.global_step), "batch_size": batch, "recipe_digest": recipe_digest(recipe),
+        "init": encoder.init, "encoder_source": backbone.source,
+        "frontend": {"sample_rate": frontend.sample_rate, "stats": frontend.stats, "mean": frontend.mean,
+                     "std": frontend.std},
+        "resumed": resume is not None,
+    }
+    if validate and history:
+        best_epoch, best_value = max(history, key=lambda item: item[1])
+        extra.update(valid_history=history, best_valid=best_value, best_epoch=best_epoch)
+    if trainer.is_global_zero:
+        _write_predictions(work_dir, data, test)
+        if not recipe.keep_checkpoints:
+            shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+    return TaskResult(metric, float(metrics[metric]), extra)
+
+
+def _write_predictions(work_dir: Path, data: TaskData, test: dict[str, Any]) -> None:
+    examples = data.test
+    np.savez(work_dir / "predictions.npz", scores=test["scores"], targets=test["targets"],
+             paths=np.array([str(examples[i].path) for i in test["index"]]),
+             labels=np.array(data.index.labels))
+
+
+__all__ = ["AudioClassifier", "ClipDataset", "FinetuneModule", "run_finetune", "sample_weights"]

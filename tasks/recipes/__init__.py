@@ -1,0 +1,210 @@
+"""Recipes: per task and mode, everything a finetune or probe run does, as YAML data a user can read and override.
+
+`tasks/recipes/<task>_<mode>.yaml` is the default recipe of a task and mode (e.g. `esc50_finetune`); files starting
+with `_` hold shared parts (`inherit: _finetune_deit`). Each value is marked in its file as [paper] (ASiT, Table I or
+text), [AST]/[SSAST]/[DeiT] (the recipes the paper follows) or [ours]. Overrides are `key=value` strings (CLI) or a
+nested mapping (suites), applied on top of the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from upstream.config import deep_merge, from_dict, load_yaml, parse_overrides
+from upstream.errors import AsitError
+
+RECIPES_DIR = Path(__file__).parent
+MODES = ("finetune", "probe")
+
+
+def _choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise AsitError(f"recipe {name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _positive(name: str, value: float, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise AsitError(f"recipe {name} must be {'>= 0' if zero_ok else '> 0'}, got {value}")
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """Full finetuning of the encoder + a classification head (Lightning). See tasks/recipes/*_finetune.yaml."""
+
+    task: str
+    mode: str = "finetune"
+    dataset: dict[str, Any] = field(default_factory=dict)   # reader options (AudioSet: train/test/labels/missing)
+    # input
+    stats: str = "audioset"             # normalisation statistics (Table I) of the task
+    sample_rate: int | None = None      # None: the checkpoint's frontend rate
+    train_frames: int = 1024            # crop/pad length of training examples (multiple of the patch size)
+    eval_frames: int = 1024             # test clips are cut into chunks of this length; logits are averaged
+    train_crop: str = "random"          # random | start
+    # augmentation and loss
+    freq_mask: int = 0                  # SpecAugment: max width of one frequency mask (mel bins)
+    time_mask: int = 0                  # SpecAugment: max width of one time mask (frames)
+    mixup: float = 0.0                  # probability that an example is mixed with another (AST's --mixup)
+    mixup_alpha: float = 10.0           # lambda ~ Beta(alpha, alpha)
+    loss: str = "ce"                    # ce | bce
+    label_smoothing: float = 0.0
+    sampler: str = "uniform"            # uniform | weighted (AST/PANNs label-frequency weights)
+    # model
+    pooling: str = "mean"               # mean (patch tokens) | cls | mean+cls
+    drop_path: float = 0.1
+    # optimisation
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    warmup_epochs: float = 5.0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    layer_decay: float = 1.0            # < 1: layer-wise lr decay (BEiT); 1 = off
+    clip_grad: float = 0.0              # total-norm clipping (0 = off)
+    select: str = "last"                # last | best_valid (checkpoint evaluated on the test split)
+    # machinery
+    num_workers: int = 4
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "32-true"
+    keep_checkpoints: bool = False
+    log_every_n_steps: int = 50
+
+    def __post_init__(self) -> None:
+        _choice("mode", self.mode, ("finetune",))
+        _choice("train_crop", self.train_crop, ("random", "start"))
+        _choice("loss", self.loss, ("ce", "bce"))
+        _choice("sampler", self.sampler, ("uniform", "weighted"))
+        _choice("pooling", self.pooling, ("mean", "cls", "mean+cls"))
+        _choice("select", self.select, ("last", "best_valid"))
+        for name in ("train_frames", "eval_frames", "epochs", "batch_size", "lr"):
+            _positive(name, getattr(self, name))
+        for name in ("freq_mask", "time_mask", "min_lr", "warmup_epochs", "weight_decay", "drop_path", "clip_grad",
+                     "label_smoothing", "num_workers"):
+            _positive(name, getattr(self, name), zero_ok=True)
+        if not 0.0 <= self.mixup <= 1.0:
+            raise AsitError(f"recipe mixup is a probability in [0, 1], got {self.mixup}")
+        if self.mixup > 0 and self.mixup_alpha <= 0:
+            raise AsitError(f"recipe mixup_alpha must be > 0 when mixup is on, got {self.mixup_alpha}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise AsitError(f"recipe layer_decay must be in (0, 1], got {self.layer_decay}")
+
+
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """A classifier on frozen scene embeddings of the shared encoder runtime. See tasks/recipes/*_probe.yaml."""
+
+    task: str
+    mode: str = "probe"
+    dataset: dict[str, Any] = field(default_factory=dict)
+    # embeddings (EncoderRuntime)
+    layer: int = -1                     # 0 = patch embeddings … depth = final normalised block; negative from the end
+    pooling: str = "mean"               # mean (of the layer's patch tokens) | cls
+    chunk_frames: int | None = None     # None: the encoder's pretraining length
+    precision: str = "fp32"             # fp32 | bf16
+    sample_rate: int | None = None      # None: the checkpoint's frontend rate
+    batch_clips: int = 16               # clips per runtime call
+    num_workers: int = 4                # audio-loading worker processes
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    cache_dir: str | None = None        # None: $ASIT_CACHE_DIR/embeddings or ~/.cache/asit-hear/embeddings
+    # classifier
+    classifier: str = "logistic"        # logistic (scikit-learn) | mlp (torch, one hidden layer)
+    C: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])   # logistic: chosen on validation
+    max_iter: int = 1000
+    holdout: float = 0.1                # fraction of training groups held out for selection when no valid split
+    hidden_dim: int = 512               # mlp
+    mlp_epochs: int = 100
+    mlp_lr: float = 1e-3
+    mlp_weight_decay: float = 1e-4
+    mlp_batch_size: int = 256
+    mlp_dropout: float = 0.1
+    n_jobs: int = -1                    # scikit-learn parallelism (one-vs-rest over classes)
+
+    def __post_init__(self) -> None:
+        _choice("mode", self.mode, ("probe",))
+        _choice("pooling", self.pooling, ("mean", "cls"))
+        _choice("precision", self.precision, ("fp32", "bf16"))
+        _choice("classifier", self.classifier, ("logistic", "mlp"))
+        if not self.C or any(c <= 0 for c in self.C):
+            raise AsitError(f"recipe C must be a non-empty list of positive numbers, got {self.C}")
+        if not 0.0 < self.holdout < 1.0:
+            raise AsitError(f"recipe holdout must be in (0, 1), got {self.holdout}")
+        for name in ("batch_clips", "max_iter", "hidden_dim", "mlp_epochs", "mlp_lr", "mlp_batch_size"):
+            _positive(name, getattr(self, name))
+        _positive("num_workers", self.num_workers, zero_ok=True)
+        if self.chunk_frames is not None:
+            _positive("chunk_frames", self.chunk_frames)
+
+
+Recipe = FinetuneRecipe | ProbeRecipe
+RECIPE_TYPES: dict[str, type] = {"finetune": FinetuneRecipe, "probe": ProbeRecipe}
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A YAML file, or the name of a shipped recipe (tasks/recipes/<name>.yaml)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise AsitError(f"recipe {str(name_or_path)!r} is neither a YAML file nor a shipped recipe "
+                    f"({', '.join(available_recipes())})")
+
+
+def read_recipe_file(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe's mapping with `inherit:` resolved (parent first, then this file's values)."""
+    path = recipe_path(name_or_path)
+    if path.resolve() in _seen:
+        raise AsitError(f"recipe {path} inherits from itself")
+    data = load_yaml(path)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    return deep_merge(read_recipe_file(parent, _seen + (path.resolve(),)), data)
+
+
+def load_recipe(task: str, mode: str, recipe: str | Path = "",
+                overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Recipe:
+    """The recipe for `task` in `mode`: `recipe` (name or YAML; "" = `<task>_<mode>`), then `overrides`."""
+    if mode not in MODES:
+        raise AsitError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    data = read_recipe_file(recipe or f"{task}_{mode}")
+    if overrides:
+        extra = parse_overrides(list(overrides)) if not isinstance(overrides, Mapping) else dict(overrides)
+        data = deep_merge(data, extra)
+    data.setdefault("task", task)
+    data.setdefault("mode", mode)
+    if data["task"] != task or data["mode"] != mode:
+        raise AsitError(f"recipe {recipe or f'{task}_{mode}'} is for {data['task']} {data['mode']}, "
+                        f"not {task} {mode}")
+    return from_dict(RECIPE_TYPES[mode], data)
+
+
+def recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_dict(recipe), sort_keys=False)
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    """Content hash of a resolved recipe (what a work folder's checkpoints were trained with)."""
+    canonical = json.dumps(recipe_dict(recipe), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+__all__ = ["FinetuneRecipe", "ProbeRecipe", "Recipe", "available_recipes", "load_recipe", "recipe_digest",
+           "recipe_dict", "recipe_path", "recipe_yaml"]

@@ -1,0 +1,58 @@
+"""`run_task(cell, work_dir)`: one suite cell — an encoder on a task, finetuned or probed — to one `TaskResult`.
+
+The cell's recipe (`cell.recipe`, default `<task>_<mode>`) plus `cell.overrides` decides everything; the dataset is
+read from `cell.data_root` in its own layout under the task's protocol (AS-20K balanced_train → eval; ESC-50 train on
+four folds, test on `cell.fold`; Speech Commands official lists / SUPERB's V1 test set; VoxCeleb1 iden_split).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from upstream.errors import AsitError
+
+from .api import MODES, TASKS, TaskCell, TaskResult
+from .recipes import FinetuneRecipe, ProbeRecipe, load_recipe
+from .task_data import PROTOCOLS, load_task_data
+
+
+def run_task(cell: TaskCell, work_dir: Path) -> TaskResult:
+    """Run one cell; results, predictions and the resolved recipe are written into `work_dir`."""
+    if cell.task not in TASKS:
+        raise AsitError(f"unknown task {cell.task!r}; choose from {', '.join(TASKS)}")
+    if cell.mode not in MODES:
+        raise AsitError(f"unknown mode {cell.mode!r}; choose from {', '.join(MODES)}")
+    recipe = load_recipe(cell.task, cell.mode, cell.recipe, cell.overrides)
+    data = load_task_data(cell.task, cell.data_root, fold=cell.fold, protocol=cell.protocol,
+                          options=recipe.dataset)
+    if isinstance(recipe, FinetuneRecipe):
+        from .finetune import run_finetune   # imports Lightning only when finetuning
+        result = run_finetune(data, cell.encoder, recipe, cell.seed, Path(work_dir))
+    else:
+        assert isinstance(recipe, ProbeRecipe)
+        from .probe import run_probe
+        result = run_probe(data, cell.encoder, recipe, cell.seed, Path(work_dir))
+    result.extra.update(protocol=PROTOCOLS[cell.task], fold=cell.fold, seed=cell.seed,
+                        recipe=str(cell.recipe) or f"{cell.task}_{cell.mode}")
+    write_result(Path(work_dir) / "result.json", result)
+    return result
+
+
+def write_result(path: Path, result: TaskResult) -> None:
+    """result.json (metric, value, extra), replaced atomically: every DDP rank writes the same content."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"metric": result.metric, "value": result.value, "extra": result.extra}, handle, indent=2,
+                      default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+__all__ = ["PROTOCOLS", "run_task"]
