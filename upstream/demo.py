@@ -88,6 +88,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("pretrain", stage_pretrain),
     ("hear", _stage("asit_hear.demo_stage", "stage_hear")),
     ("s3prl", _stage("upstream.s3prl_upstream.demo", "stage_s3prl")),
+    ("leaderboard", _stage("benchmarks.demo_stage", "stage_leaderboard")),
 ]
 
 

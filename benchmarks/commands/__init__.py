@@ -1,0 +1,1 @@
+"""`asit bench` and `asit table` (registered in upstream/cli.py)."""

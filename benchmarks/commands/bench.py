@@ -1,0 +1,65 @@
+"""asit bench SUITE [--set KEY=VALUE ...] [--results PATH] | asit bench --hear-scores DIR --encoder NAME --checkpoint P
+
+Runs a suite (resumable: rerun the same command after a crash) or adds heareval's scores to a results store.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from upstream.errors import AsitError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", nargs="?", metavar="SUITE",
+                        help="suite YAML file, or the name of a shipped suite (demo_cpu, paper_gpu)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a suite key, e.g. --set data.esc50=/data/ESC-50-master --set seeds=[0,1,2]")
+    parser.add_argument("--results", help="results store (JSON lines) instead of the suite's `results`")
+    parser.add_argument("--work-dir", help="folder for the cells' working files instead of the suite's `work_dir`")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done; run none")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hear = parser.add_argument_group("HEAR ingestion (instead of a suite)")
+    hear.add_argument("--hear-scores", metavar="DIR",
+                      help="heareval embeddings folder whose task folders hold test.predicted-scores.json")
+    hear.add_argument("--encoder", help="row label of the encoder that produced the embeddings")
+    hear.add_argument("--checkpoint", help="that encoder's checkpoint file (its content hash is recorded)")
+    hear.add_argument("--init", default="pretrained", choices=("pretrained", "scratch"))
+    hear.add_argument("--pretraining", default="", help="what the encoder was pretrained on (for the table)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.suite) == bool(args.hear_scores):
+        raise AsitError("give either a SUITE or --hear-scores DIR")
+    if args.hear_scores:
+        return _ingest(args)
+    from ..suite import load_suite, plan_suite, run_suite
+
+    suite = load_suite(args.suite, args.sets, results=args.results, work_dir=args.work_dir)
+    if args.dry_run:
+        from ..results import ResultsStore
+
+        finished = ResultsStore(suite.results).finished_keys()
+        cells = plan_suite(suite, check_data=False)
+        for cell in cells:
+            print(f"{'done' if cell.key in finished else 'todo'}  {cell.key[:12]}  {cell.label}")
+        print(f"{len(cells)} cells, {sum(c.key in finished for c in cells)} done; results {suite.results}")
+        return 0
+    report = run_suite(suite, progress=not args.no_progress)
+    return 0 if report.complete else 1
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from tasks.api import EncoderSpec
+
+    from ..hear_results import ingest_hear_scores
+    from ..results import ResultsStore
+
+    if not args.encoder or not args.checkpoint:
+        raise AsitError("--hear-scores needs --encoder NAME and --checkpoint PATH")
+    store = ResultsStore(args.results or Path("results") / "hear.jsonl")
+    added, present = ingest_hear_scores(args.hear_scores, EncoderSpec(args.encoder, args.checkpoint, args.init),
+                                        store, pretraining=args.pretraining)
+    print(f"added {added} HEAR row(s) to {store.path} ({present} already there)")
+    return 0

@@ -1,0 +1,79 @@
+"""The last `asit demo` stage: the demo suite on the embedded corpus, then the leaderboard.
+
+ASiT-pretrained tiny encoder vs the same architecture from scratch, probe and finetune, on all five tasks, plus the
+HEAR stage's heareval scores (their own protocol columns) when that stage ran. The suite is resumable, so rerunning
+the demo only runs the cells that are missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.api import EncoderSpec
+from upstream.errors import AsitError
+
+from .hear_results import ingest_hear_scores
+from .results import ResultsStore
+from .suite import TASK_PROTOCOLS, Runner, load_suite, run_suite
+from .table import write_leaderboard
+
+SUITE = "demo_cpu"
+PRETRAINED, SCRATCH = "asit-tiny-demo", "scratch-tiny-demo"
+# task -> the CorpusPaths field holding its dataset root
+CORPUS_FIELDS = {"as20k": "audioset", "esc50": "esc50", "speechcommands_v2": "speechcommands_v2",
+                 "speechcommands_v1": "speechcommands_v1", "voxceleb1": "voxceleb1"}
+
+
+def _literal(path: Any) -> str:
+    """A path as a suite value (suite values are format templates: braces must be doubled)."""
+    return str(path).replace("{", "{{").replace("}", "}}")
+
+
+def demo_suite_overrides(ctx: Any, tasks: tuple[str, ...]) -> list[str]:
+    """Point the shipped demo suite at this demo's corpus and encoder."""
+    sets = [f"vars.demo={_literal(ctx.out_dir)}", f"encoders.{PRETRAINED}.path={_literal(ctx.encoder)}",
+            f"encoders.{SCRATCH}.path={_literal(ctx.encoder)}"]
+    for task in tasks:
+        root = getattr(ctx.corpus, CORPUS_FIELDS[task], None)
+        if root is None:
+            raise AsitError(f"the demo corpus has no {task} dataset (CorpusPaths.{CORPUS_FIELDS[task]}); "
+                            "regenerate it with the current `asit corpus`")
+        sets.append(f"data.{task}={_literal(root)}")
+    return sets
+
+
+def stage_leaderboard(ctx: Any, runner: Runner | None = None) -> None:
+    """Run benchmarks/suites/demo_cpu.yaml on ctx.corpus with ctx.encoder (and scratch), write the leaderboard
+    into ctx.out_dir/leaderboard and put its Markdown into ctx.report["leaderboard"]. `runner`: the suite's own
+    (tasks.run.run_task) unless given."""
+    if ctx.encoder is None or ctx.corpus is None:
+        raise AsitError("the leaderboard stage needs the corpus and pretrain stages first")
+    suite = load_suite(SUITE, demo_suite_overrides(ctx, tuple(TASK_PROTOCOLS)))
+    out = suite.results.parent
+    ctx.log(f"leaderboard: {len(suite.encoders)} encoders × {len(suite.tasks)} tasks × {list(suite.modes)} × "
+            f"seeds {list(suite.seeds)} (results in {suite.results}; reruns skip finished cells)")
+    report = run_suite(suite, runner=runner, log=ctx.log)
+    hear = ctx.report.get("hear")
+    if hear:                              # the HEAR stage's heareval scores join the table under their own protocols
+        pretrained = next(e for e in suite.encoders if e.spec.name == PRETRAINED)
+        added, present = ingest_hear_scores(Path(ctx.out_dir) / "hear" / "embeddings" / hear["module"],
+                                            EncoderSpec(PRETRAINED, str(ctx.encoder)), ResultsStore(suite.results),
+                                            pretraining=pretrained.pretraining)
+        ctx.log(f"heareval scores: {added} row(s) added to {suite.results} ({present} already there)")
+    files = write_leaderboard([suite.results], out, title="asit demo: ASiT-pretrained vs scratch (tiny ViT, "
+                              "embedded corpus)")
+    ctx.report["leaderboard"] = files.text
+    ctx.report["leaderboard_files"] = {"markdown": str(files.markdown), "csv": str(files.csv),
+                                       "long_csv": str(files.long_csv), "latex": str(files.latex),
+                                       "png": str(files.png), "results": str(suite.results)}
+    ctx.report["leaderboard_cells"] = {"planned": report.planned, "skipped": report.skipped,
+                                       "ran": len(report.succeeded), "failed": len(report.failed)}
+    ctx.log("leaderboard (mean ± std over seeds × folds, %):\n" + files.text)
+    ctx.log(f"leaderboard written to {files.markdown} (+ .csv, .tex, .png)")
+    if report.failed:
+        raise AsitError(f"{len(report.failed)} leaderboard cell(s) failed, e.g. {report.failed[0][0]}: "
+                        f"{report.failed[0][1]}; rerun `asit demo` to retry them (finished cells are kept)")
+
+
+__all__ = ["stage_leaderboard", "demo_suite_overrides"]

@@ -1,0 +1,127 @@
+"""HEAR results into the store: what heareval's predictions runner wrote, as protocol-tagged rows (mode "hear").
+
+`python -m heareval.predictions.runner <embeddings>/<module>/<task>` writes, per task folder,
+`test.predicted-scores.json` (heareval/predictions/task_predictions.py, `task_predictions`): one entry per test
+split — "test" for train/valid/test tasks, "fold00".."foldNN" for k-fold tasks — holding the logged `test_<score>`
+values (the first score in task_metadata.json's "evaluation" is also logged as `test_score`), plus
+"validation_score", "epoch" and "time_in_min"; then "aggregated_scores" (k-fold only), "hparams", "postprocessing",
+"score_mode" and "embedding_path". k-fold tasks test each fold with the next one as validation and the rest as
+training (`data_splits_from_folds`), hence protocols such as `hear/esc50-v2.0.0-full/5fold-3/1/1`.
+We ingest one row per test split, with heareval's own number: nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from tasks.api import EncoderSpec, TaskCell, TaskResult
+from upstream.errors import AsitError
+
+from .results import ResultsStore, cell_key, file_sha256, make_row
+
+SCORES_FILE = "test.predicted-scores.json"
+METADATA_FILE = "task_metadata.json"
+DONE_FILE = "prediction-done.json"
+NOT_SPLITS = {"aggregated_scores", "hparams", "postprocessing", "score_mode", "embedding_path"}
+# heareval seeds everything with 42 when --deterministic (its default) is on
+HEAREVAL_SEED = 42
+# task_name in task_metadata.json -> our task, for the folders `asit hear-tasks` writes (tasks/hear_export.py
+# TASK_SPECS) and HEAR 2021's own esc50. Other names (HEAR's 12-class `speech_commands`, …) are kept as they are;
+# the protocol tag tells every row's split scheme anyway.
+HEAR_TASKS = {"esc50": "esc50", "speechcommands_v2": "speechcommands_v2", "speechcommands_v1": "speechcommands_v1",
+              "voxceleb1": "voxceleb1", "audioset": "as20k"}
+METRICS = {"top1_acc": "accuracy", "mAP": "mAP"}
+
+
+def find_task_dirs(path: str | Path) -> list[Path]:
+    """`path` itself if it is a scored task folder, else every scored task folder below it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AsitError(f"HEAR embeddings folder {path} does not exist")
+    if (path / SCORES_FILE).is_file():
+        return [path]
+    found = sorted(p.parent for p in path.rglob(SCORES_FILE))
+    if not found:
+        raise AsitError(f"no {SCORES_FILE} under {path}: run heareval's predictions runner on its task folders "
+                        "first (python -m heareval.predictions.runner <embeddings>/<module>/*)")
+    return found
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AsitError(f"{path} is missing (is {path.parent} a heareval task folder?)") from None
+    except ValueError as exc:
+        raise AsitError(f"{path} is not valid JSON ({exc})") from None
+
+
+def protocol_of(task_dir: Path, metadata: dict[str, Any]) -> str:
+    """`hear/<task folder>/<split scheme>`: the folder name carries HEAR's task version and size (e.g. -5h)."""
+    mode = metadata.get("split_mode")
+    if mode == "trainvaltest":
+        scheme = "train-valid-test"
+    elif mode in ("new_split_kfold", "presplit_kfold"):
+        k = len(metadata.get("splits", []))
+        scheme = f"{k}fold-{k - 2}/1/1"
+    else:
+        raise AsitError(f"{task_dir / METADATA_FILE}: unknown split_mode {mode!r}")
+    return f"hear/{task_dir.name}/{scheme}"
+
+
+def hear_cells(task_dir: Path, encoder: EncoderSpec) -> list[tuple[TaskCell, TaskResult, float]]:
+    """(cell, result, seconds) per test split of one scored task folder."""
+    metadata = _load_json(task_dir / METADATA_FILE)
+    scores = _load_json(task_dir / SCORES_FILE)
+    done = _load_json(task_dir / DONE_FILE) if (task_dir / DONE_FILE).is_file() else {}
+    if not isinstance(metadata, dict) or not isinstance(scores, dict) or not metadata.get("evaluation"):
+        raise AsitError(f"{task_dir}: {METADATA_FILE} / {SCORES_FILE} are not heareval's format")
+    primary = metadata["evaluation"][0]
+    task_name = str(metadata.get("task_name", task_dir.name))
+    protocol = protocol_of(task_dir, metadata)
+    deterministic = bool(done.get("deterministic", True))
+    out = []
+    for split, values in scores.items():
+        if split in NOT_SPLITS:
+            continue
+        if not isinstance(values, dict):
+            raise AsitError(f"{task_dir / SCORES_FILE}: entry {split!r} is not a mapping of scores")
+        value = values.get(f"test_{primary}", values.get("test_score"))
+        if value is None:
+            raise AsitError(f"{task_dir / SCORES_FILE}: split {split!r} has no test_{primary} nor test_score")
+        digits = re.fullmatch(r"fold(\d+)", split)
+        cell = TaskCell(encoder=encoder, task=HEAR_TASKS.get(task_name, task_name), mode="hear", protocol=protocol,
+                        seed=HEAREVAL_SEED if deterministic else 0, fold=int(digits.group(1)) if digits else None,
+                        data_root=str(task_dir), recipe="heareval.predictions",
+                        overrides={"grid_points": done.get("grid_points"), "deterministic": deterministic})
+        extra = {k: v for k, v in values.items() if k.startswith("test_") or k in ("validation_score", "epoch")}
+        extra.update({"hear_task": task_name, "hear_split": split, "hparams": scores.get("hparams", {}),
+                      "score_mode": scores.get("score_mode")})
+        out.append((cell, TaskResult(METRICS.get(primary, primary), float(value), extra),
+                    60.0 * float(values.get("time_in_min") or 0.0)))
+    if not out:
+        raise AsitError(f"{task_dir / SCORES_FILE} holds no test split")
+    return out
+
+
+def ingest_hear_scores(path: str | Path, encoder: EncoderSpec, store: ResultsStore, *,
+                       pretraining: str = "") -> tuple[int, int]:
+    """Add every scored task folder under `path` to `store`. `encoder` is the checkpoint whose embeddings heareval
+    scored (its content hash goes into each row). Returns (rows added, rows already present)."""
+    sha = file_sha256(encoder.path)
+    added = present = 0
+    for task_dir in find_task_dirs(path):
+        for cell, result, seconds in hear_cells(task_dir, encoder):
+            row = make_row(cell, cell_key(cell, sha), sha, result=result, duration_s=seconds, suite="heareval",
+                           pretraining=pretraining)
+            if store.append(row):
+                added += 1
+            else:
+                present += 1
+    return added, present
+
+
+__all__ = ["find_task_dirs", "hear_cells", "ingest_hear_scores", "protocol_of"]

@@ -1,0 +1,1 @@
+"""Shipped suite files (YAML); a package so that setuptools installs them with the code."""

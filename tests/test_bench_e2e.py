@@ -1,0 +1,73 @@
+"""End to end through the real task runner (tasks.run.run_task) on the generated corpus in every real layout:
+the shipped demo suite, every task in both modes, then the leaderboard from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.demo_stage import PRETRAINED, SCRATCH, demo_suite_overrides, stage_leaderboard
+from benchmarks.results import ResultsStore
+from benchmarks.suite import TASK_PROTOCOLS, load_suite, plan_suite
+from upstream.cli import main as cli_main
+from upstream.demo import DemoContext
+
+
+@pytest.fixture()
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Probe embeddings go to a fresh cache, not the user's ~/.cache."""
+    monkeypatch.setenv("ASIT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _check_table(out: Path) -> None:
+    wide = pd.read_csv(out / "leaderboard.csv")
+    ours = wide[wide["Source"] == "ours"]
+    assert set(ours["Model"]) == {PRETRAINED, SCRATCH} and set(ours["Mode"]) == {"finetune", "probe (frozen)"}
+    for task, (protocol, _) in TASK_PROTOCOLS.items():
+        [column] = [c for c in wide.columns if c.endswith(f"[{protocol}]")]
+        assert (ours[column] != "—").all(), column
+    assert wide["Source"].str.startswith("quoted").any()           # the paper's rows beside ours
+    assert (out / "leaderboard.png").stat().st_size > 0 and (out / "leaderboard.tex").is_file()
+
+
+@pytest.mark.e2e
+def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_encoder_file: Path, tmp_path: Path,
+                                                                 cache_dir: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    ctx = DemoContext(out_dir=tmp_path, corpus=corpus, encoder=tiny_encoder_file)
+    # the demo suite on this corpus, cut to one ESC-50 fold and one finetuning epoch to stay within CI minutes
+    sets = [*demo_suite_overrides(ctx, tuple(TASK_PROTOCOLS)), "tasks.esc50.folds=[1]",
+            "overrides.finetune.epochs=1"]
+    argv = ["bench", "demo_cpu", *[a for s in sets for a in ("--set", s)], "--no-progress"]
+    assert cli_main(argv) == 0, capsys.readouterr()
+
+    suite = load_suite("demo_cpu", sets)
+    planned = plan_suite(suite)
+    assert len(planned) == 2 * 2 * len(TASK_PROTOCOLS)               # encoders × modes × tasks (1 seed, 1 fold)
+    rows = ResultsStore(suite.results).rows()
+    assert sorted(r["key"] for r in rows) == sorted(c.key for c in planned)
+    assert all(r["status"] == "ok" and 0.0 <= r["value"] <= 1.0 for r in rows)
+    assert {r["metric"] for r in rows if r["task"] == "as20k"} == {"mAP"}
+    assert {r["metric"] for r in rows if r["task"] != "as20k"} == {"accuracy"}
+    assert all(r["extra"]["protocol"] == r["protocol"] for r in rows)  # the runner ran the protocol we tagged
+
+    assert cli_main(argv) == 0                                         # rerun: nothing left to do
+    assert f"{len(planned)} already in" in capsys.readouterr().out
+    assert len(ResultsStore(suite.results).rows()) == len(planned)
+
+    out = tmp_path / "board"
+    assert cli_main(["table", "--results", str(suite.results), "--out", str(out)]) == 0
+    _check_table(out)
+
+
+@pytest.mark.slow
+def test_demo_leaderboard_stage_full_grid(corpus, tiny_encoder_file: Path, tmp_path: Path, cache_dir: Path) -> None:
+    ctx = DemoContext(out_dir=tmp_path / "demo", corpus=corpus, encoder=tiny_encoder_file)
+    stage_leaderboard(ctx)
+    cells = ctx.report["leaderboard_cells"]
+    assert cells["failed"] == 0 and cells["ran"] == cells["planned"] == 2 * 2 * (len(TASK_PROTOCOLS) + 4)
+    _check_table(ctx.out_dir / "leaderboard")
+    assert "asit-tiny-demo" in ctx.report["leaderboard"]
