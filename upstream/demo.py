@@ -93,6 +93,8 @@ STAGES: list[tuple[str, Stage]] = [
 
 
 def run_demo(ctx: DemoContext, stages: list[tuple[str, Stage]] | None = None) -> dict[str, Any]:
+    # absolute from here on: stages hand paths to subprocesses that run in other folders (s3prl, heareval)
+    ctx.out_dir = Path(ctx.out_dir).resolve()
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     for name, stage in stages or STAGES:
