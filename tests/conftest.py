@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from threadpoolctl import threadpool_limits
 
 from upstream.encoder import AudioViT, EncoderConfig
 
@@ -22,6 +23,18 @@ TINY_PRETRAIN_OVERRIDES = [
     "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true",
     "trainer.enable_progress_bar=false", "optim.warmup_epochs=1",
 ]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """Tiny models on seconds of audio: one intra-op thread (torch and BLAS) is as fast alone and far faster when
+    other test runs share the 2 cores (OpenMP threads then spin against each other: 1 ms fbanks become 100 ms).
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
 from tasks.api import TASKS, EncoderSpec
@@ -26,15 +25,7 @@ from upstream.frontend import DATASET_STATS, FrontendConfig
 from conftest import TINY_ENCODER
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():  # type: ignore[no-untyped-def]
-    """Tiny models on seconds of audio: one intra-op thread (torch and BLAS) is as fast alone and far faster when
-    other test runs share the 2 cores (OpenMP threads then spin against each other: 1 ms fbanks become 100 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ------------------------------------------------------------------------------------------------------ recipes
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from threadpoolctl import threadpool_limits
 
 from tasks.api import EncoderSpec, TaskCell
 from tasks.corpus import CorpusPaths
@@ -28,15 +27,7 @@ e2e = pytest.mark.e2e
 FAST = {"num_workers": 0, "n_jobs": 1, "C": [0.1, 1.0], "max_iter": 200}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():  # type: ignore[no-untyped-def]
-    """Tiny models on seconds of audio: one intra-op thread (torch and BLAS) is as fast alone and far faster when
-    other test runs share the 2 cores (OpenMP threads then spin against each other: 1 ms fbanks become 100 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def probe_cell(encoder: Path, root: Path, fold: int, cache: Path, **overrides: object) -> TaskCell:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from tasks.api import MODES, TASKS, EncoderSpec, TaskCell
 from tasks.corpus import CorpusPaths
@@ -22,15 +21,7 @@ from upstream.errors import AsitError
 e2e = pytest.mark.e2e
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():  # type: ignore[no-untyped-def]
-    """Tiny models on seconds of audio: one intra-op thread (torch and BLAS) is as fast alone and far faster when
-    other test runs share the 2 cores (OpenMP threads then spin against each other: 1 ms fbanks become 100 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FINETUNE_CPU = {"epochs": 1, "batch_size": 8, "num_workers": 0, "accelerator": "cpu", "train_frames": 64,
                 "eval_frames": 64, "warmup_epochs": 0, "log_every_n_steps": 1}
@@ -189,8 +180,6 @@ def test_finetune_from_an_official_asit_checkpoint(corpus: CorpusPaths, tiny_enc
                                                    tmp_path: Path) -> None:
     """Official files (teacher/student dicts of `backbone.` weights) load with their 32 kHz frontend; the task's
     Table I statistics replace the pretraining ones for finetuning."""
-    import torch
-
     state = torch.load(tiny_encoder_file, weights_only=True)["state_dict"]
     official = tmp_path / "checkpoint.pth"
     torch.save({"teacher": {f"backbone.{k}": v for k, v in state.items()},

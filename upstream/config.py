@@ -7,7 +7,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import yaml
 
@@ -132,16 +132,23 @@ def resolve_config_path(name_or_path: str | Path, kind: str) -> Path:
                     f"({', '.join(available)})")
 
 
-def load_config_file(name_or_path: str | Path, kind: str, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Load a config, following `inherit: <name or path>` (the parent's values, overridden by this file's)."""
-    path = resolve_config_path(name_or_path, kind)
+def load_inheriting(name_or_path: str | Path, resolve: Callable[[str | Path], Path],
+                    _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Load a YAML mapping, following `inherit: <name or path>` (the parent's values, overridden by this file's);
+    `resolve` turns a name or path into the file (shipped configs, shipped recipes)."""
+    path = resolve(name_or_path)
     if path.resolve() in _seen:
-        raise AsitError(f"config {path} inherits from itself")
+        raise AsitError(f"{path} inherits from itself")
     data = load_yaml(path)
     parent = data.pop("inherit", None)
     if parent is None:
         return data
-    return deep_merge(load_config_file(parent, kind, _seen + (path.resolve(),)), data)
+    return deep_merge(load_inheriting(parent, resolve, _seen + (path.resolve(),)), data)
+
+
+def load_config_file(name_or_path: str | Path, kind: str) -> dict[str, Any]:
+    """A shipped config of `kind` (upstream/configs/<kind>/) or a file, with `inherit:` resolved."""
+    return load_inheriting(name_or_path, lambda name: resolve_config_path(name, kind))
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

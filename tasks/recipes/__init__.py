@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from upstream.config import deep_merge, from_dict, load_yaml, parse_overrides
+from upstream.config import deep_merge, from_dict, load_inheriting, parse_overrides
 from upstream.errors import AsitError
 
 RECIPES_DIR = Path(__file__).parent
@@ -163,16 +163,9 @@ def recipe_path(name_or_path: str | Path) -> Path:
                     f"({', '.join(available_recipes())})")
 
 
-def read_recipe_file(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_recipe_file(name_or_path: str | Path) -> dict[str, Any]:
     """The recipe's mapping with `inherit:` resolved (parent first, then this file's values)."""
-    path = recipe_path(name_or_path)
-    if path.resolve() in _seen:
-        raise AsitError(f"recipe {path} inherits from itself")
-    data = load_yaml(path)
-    parent = data.pop("inherit", None)
-    if parent is None:
-        return data
-    return deep_merge(read_recipe_file(parent, _seen + (path.resolve(),)), data)
+    return load_inheriting(name_or_path, recipe_path)
 
 
 def load_recipe(task: str, mode: str, recipe: str | Path = "",
