@@ -202,6 +202,20 @@ def to_latex(long: pd.DataFrame, caption: str = "Leaderboard") -> str:
     return latex.replace("→", r"$\rightarrow$").replace("—", "--")
 
 
+def _tick_label(column: str, width: int = 20) -> str:
+    """`task metric [protocol]` on several short lines (protocols break after '/'), so neighbours never overlap."""
+    head, _, protocol = column.partition(" [")
+    lines, line = [head], "["
+    for part in (protocol.rstrip("]") + "]").split("/"):
+        piece = part if line == "[" else f"/{part}"
+        if len(line) + len(piece) > width and line != "[":
+            lines.append(line + "/")
+            line = part
+        else:
+            line += piece
+    return "\n".join(lines + [line])
+
+
 def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
     """Grouped bars: one group per (task, protocol) column, one bar per leaderboard row, std as error bars;
     quoted rows hatched."""
@@ -231,7 +245,7 @@ def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
                hatch="//" if entry["source"] != OURS else None, edgecolor="black", linewidth=0.4,
                label=entry["entry"])
     ax.set_xticks(range(len(columns)))
-    ax.set_xticklabels([c.replace(" [", "\n[") for c in columns], fontsize=7)
+    ax.set_xticklabels([_tick_label(c) for c in columns], fontsize=7)
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)

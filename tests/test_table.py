@@ -239,3 +239,14 @@ def test_hear_ingestion_errors_name_the_folder(tmp_path: Path) -> None:
     checkpoint.write_bytes(b"w")
     with pytest.raises(AsitError, match="task_metadata.json is missing"):
         ingest_hear_scores(task, EncoderSpec("e", str(checkpoint)), ResultsStore(tmp_path / "r.jsonl"))
+
+
+def test_plot_tick_labels_wrap_protocols_without_losing_text() -> None:
+    from benchmarks.table import _tick_label
+
+    for column in ["SC-V2 acc [hear/speechcommands_v2/train-valid-test]", "ESC-50 acc [esc50/train4-test1]",
+                   "AS-20K mAP [as20k/balanced-train-eval]", "ESC-50 acc [hear/esc50-v2.0.0-full/5fold-3/1/1]"]:
+        label = _tick_label(column)
+        assert label.replace("\n", " ", 1).replace("\n", "") == column
+        assert all(len(line) <= 20 or "/" not in line.strip("[]/") for line in label.split("\n")[1:])
+    assert _tick_label("SID acc [voxceleb1/iden-split]") == "SID acc\n[voxceleb1/\niden-split]"
