@@ -1,8 +1,8 @@
 """The last `asit demo` stage: the demo suite on the embedded corpus, then the leaderboard.
 
 ASiT-pretrained tiny encoder vs the same architecture from scratch, probe and finetune, on all five tasks, plus the
-HEAR stage's heareval scores (their own protocol columns) when that stage ran. The suite is resumable, so rerunning
-the demo only runs the cells that are missing.
+HEAR stage's heareval scores (their own protocol columns) and the s3prl stage's runs (rows of their own) when those
+stages ran. The suite is resumable, so rerunning the demo only runs the cells that are missing.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from upstream.errors import AsitError
 
 from .hear_results import ingest_hear_scores
 from .results import ResultsStore
+from .s3prl_results import ingest_s3prl_runs
 from .suite import TASK_PROTOCOLS, Runner, load_suite, run_suite
 from .table import write_leaderboard
 
@@ -54,13 +55,17 @@ def stage_leaderboard(ctx: Any, runner: Runner | None = None) -> None:
     ctx.log(f"leaderboard: {len(suite.encoders)} encoders × {len(suite.tasks)} tasks × {list(suite.modes)} × "
             f"seeds {list(suite.seeds)} (results in {suite.results}; reruns skip finished cells)")
     report = run_suite(suite, runner=runner, log=ctx.log)
-    hear = ctx.report.get("hear")
-    if hear:                              # the HEAR stage's heareval scores join the table under their own protocols
-        pretrained = next(e for e in suite.encoders if e.spec.name == PRETRAINED)
-        added, present = ingest_hear_scores(Path(ctx.out_dir) / "hear" / "embeddings" / hear["module"],
-                                            EncoderSpec(PRETRAINED, str(ctx.encoder)), ResultsStore(suite.results),
-                                            pretraining=pretrained.pretraining)
+    # the HEAR and s3prl stages' own numbers join the table (HEAR under its own protocols, s3prl as rows of its own)
+    pretrained = next(e for e in suite.encoders if e.spec.name == PRETRAINED)
+    spec, store = EncoderSpec(PRETRAINED, str(ctx.encoder)), ResultsStore(suite.results)
+    if ctx.report.get("hear"):
+        added, present = ingest_hear_scores(Path(ctx.out_dir) / "hear" / "embeddings" / ctx.report["hear"]["module"],
+                                            spec, store, pretraining=pretrained.pretraining)
         ctx.log(f"heareval scores: {added} row(s) added to {suite.results} ({present} already there)")
+    if ctx.report.get("s3prl"):
+        added, present = ingest_s3prl_runs([run["expdir"] for run in ctx.report["s3prl"].values()], spec, store,
+                                           pretraining=pretrained.pretraining)
+        ctx.log(f"s3prl results: {added} row(s) added to {suite.results} ({present} already there)")
     files = write_leaderboard([suite.results], out, title="asit demo: ASiT-pretrained vs scratch (tiny ViT, "
                               "embedded corpus)")
     ctx.report["leaderboard"] = files.text

@@ -112,16 +112,10 @@ def ingest_hear_scores(path: str | Path, encoder: EncoderSpec, store: ResultsSto
     """Add every scored task folder under `path` to `store`. `encoder` is the checkpoint whose embeddings heareval
     scored (its content hash goes into each row). Returns (rows added, rows already present)."""
     sha = file_sha256(encoder.path)
-    added = present = 0
-    for task_dir in find_task_dirs(path):
-        for cell, result, seconds in hear_cells(task_dir, encoder):
-            row = make_row(cell, cell_key(cell, sha), sha, result=result, duration_s=seconds, suite="heareval",
-                           pretraining=pretraining)
-            if store.append(row):
-                added += 1
-            else:
-                present += 1
-    return added, present
+    return store.append_all(
+        make_row(cell, cell_key(cell, sha), sha, result=result, duration_s=seconds, suite="heareval",
+                 pretraining=pretraining)
+        for task_dir in find_task_dirs(path) for cell, result, seconds in hear_cells(task_dir, encoder))
 
 
 __all__ = ["find_task_dirs", "hear_cells", "ingest_hear_scores", "protocol_of"]

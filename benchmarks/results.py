@@ -162,6 +162,11 @@ class ResultsStore:
             _fsync_dir(self.path.parent)
         return True
 
+    def append_all(self, rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
+        """Append each row (see `append`); returns (rows added, successes already present)."""
+        added = [self.append(row) for row in rows]
+        return sum(added), len(added) - sum(added)
+
     def rows(self) -> list[dict[str, Any]]:
         """Every complete row, in write order (torn or foreign lines are skipped and counted)."""
         try:

@@ -26,7 +26,8 @@ REFERENCE_FILE = Path(__file__).parent / "reference.yaml"
 TASK_LABELS = {"as2m": "AS-2M", "as20k": "AS-20K", "esc50": "ESC-50", "speechcommands_v2": "SC-V2",
                "speechcommands_v1": "SC-V1", "voxceleb1": "SID"}
 METRIC_LABELS = {"accuracy": "acc", "mAP": "mAP"}
-MODE_LABELS = {"finetune": "finetune", "probe": "probe (frozen)", "hear": "HEAR MLP (frozen)"}
+MODE_LABELS = {"finetune": "finetune", "probe": "probe (frozen)", "hear": "HEAR MLP (frozen)",
+               "s3prl-frozen": "s3prl frozen", "s3prl-finetune": "s3prl finetuned"}
 OURS = "ours"
 INDEX = ["Model", "Pretraining", "Mode", "Source"]
 LONG_COLUMNS = ["source", "model", "pretraining", "mode", "task", "protocol", "metric", "mean", "std", "n", "seeds",

@@ -45,6 +45,7 @@ def test_the_readme_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.
     assert set(summary["pretrain"]) == {"recon", "local", "global", "loss"}
     assert summary["hear"]["validator"] == "passed"
     assert summary["leaderboard_cells"]["failed"] == 0 and "asit-tiny-demo" in summary["leaderboard"]
+    assert "s3prl frozen" in summary["leaderboard"] and "HEAR MLP (frozen)" in summary["leaderboard"]
     assert cli_main(["demo", "--out", "out", *overrides]) == 0            # everything found done
     again = json.loads((tmp_path / "out" / "demo_summary.json").read_text())
     assert again["leaderboard_cells"]["ran"] == 0

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.results import ResultsStore
+from benchmarks.s3prl_results import ingest_s3prl_runs, s3prl_cell
+from tasks.api import EncoderSpec
 from tasks.s3prl_data import PreparedTask, prepare_corpus
 from upstream.checkpoint import read_checkpoint
 from upstream.s3prl_upstream.results import last_value, read_log
@@ -74,6 +77,12 @@ def test_keyword_spotting_frozen_train_and_evaluate(prepared: dict[str, Prepared
     assert set(truths.values()) == KS_CLASSES
     correct = sum(truths[name] == label for name, label in (line.split() for line in predictions))
     assert correct / len(predictions) == pytest.approx(test_at_4)
+    # the run into the results store, with s3prl's own number
+    store = ResultsStore(tmp_path / "results.jsonl")
+    assert ingest_s3prl_runs([expdir], EncoderSpec("tiny", str(tiny_encoder_file)), store) == (1, 0)
+    [row] = store.rows()
+    assert (row["task"], row["mode"], row["protocol"], row["value"]) == (
+        "speechcommands_v1", "s3prl-frozen", "superb/ks-v1-12class", test_at_4)
 
 
 def test_speaker_identification_finetuned_train_and_evaluate(prepared: dict[str, PreparedTask],
@@ -94,6 +103,8 @@ def test_speaker_identification_finetuned_train_and_evaluate(prepared: dict[str,
     evaluated = asit_s3prl(tmp_path, cache, "-m", "evaluate", "-e", str(expdir / "states-4.ckpt"), "--device", "cpu")
     # the finetuned upstream is restored from the checkpoint: same test accuracy as during training
     assert last_value(expdir, "test", step=0) == test_at_4 == printed_accuracy(evaluated, "test")
+    cell, result, _ = s3prl_cell(expdir, EncoderSpec("tiny", str(tiny_encoder_file)))
+    assert (cell.task, cell.mode, result.value) == ("voxceleb1", "s3prl-finetune", test_at_4)
     assert len((expdir / "test_predict.txt").read_text().splitlines()) == sid.summary["reader_examples"]["test"]
     # s3prl's file-list cache lives in our cache folder, keyed by data; none is written inside site-packages
     cached = sorted(p.name for p in (cache / "voxceleb1").glob("*/*.pkl"))

@@ -278,7 +278,7 @@ def test_cli_dry_run_lists_cells_and_failures_set_the_exit_code(layout: dict, tm
     assert cli_main(["bench", str(suite_file), "--dry-run"]) == 0
     assert "24 cells, 24 done" in capsys.readouterr().out
     assert cli_main(["bench"]) == 2
-    assert "either a SUITE or --hear-scores" in capsys.readouterr().err
+    assert "either a SUITE, --hear-scores DIR or --s3prl-runs" in capsys.readouterr().err
 
 
 def test_demo_stage_writes_the_leaderboard_into_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,8 @@
-"""asit bench SUITE [--set KEY=VALUE ...] [--results PATH] | asit bench --hear-scores DIR --encoder NAME --checkpoint P
+"""asit bench SUITE [--set KEY=VALUE ...] [--results PATH]
+   asit bench --hear-scores DIR --encoder NAME --checkpoint P | asit bench --s3prl-runs EXPDIR ... --encoder NAME
 
-Runs a suite (resumable: rerun the same command after a crash) or adds heareval's scores to a results store.
+Runs a suite (resumable: rerun the same command after a crash) or adds heareval's / s3prl's own scores to a results
+store.
 """
 
 from __future__ import annotations
@@ -20,20 +22,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", help="folder for the cells' working files instead of the suite's `work_dir`")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done; run none")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    hear = parser.add_argument_group("HEAR ingestion (instead of a suite)")
+    hear = parser.add_argument_group("HEAR / s3prl ingestion (instead of a suite)")
     hear.add_argument("--hear-scores", metavar="DIR",
                       help="heareval embeddings folder whose task folders hold test.predicted-scores.json")
+    hear.add_argument("--s3prl-runs", nargs="+", metavar="EXPDIR",
+                      help="s3prl experiment folders (-p) trained and evaluated by `asit s3prl`")
     hear.add_argument("--encoder", help="row label of the encoder that produced the embeddings")
-    hear.add_argument("--checkpoint", help="that encoder's checkpoint file (its content hash is recorded)")
+    hear.add_argument("--checkpoint", help="that encoder's checkpoint file (its content hash is recorded); "
+                      "for --s3prl-runs the default is the run's own -k")
     hear.add_argument("--init", default="pretrained", choices=("pretrained", "scratch"))
     hear.add_argument("--pretraining", default="", help="what the encoder was pretrained on (for the table)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if bool(args.suite) == bool(args.hear_scores):
-        raise AsitError("give either a SUITE or --hear-scores DIR")
+    if sum(map(bool, (args.suite, args.hear_scores, args.s3prl_runs))) != 1:
+        raise AsitError("give either a SUITE, --hear-scores DIR or --s3prl-runs EXPDIR ...")
     if args.hear_scores:
         return _ingest(args)
+    if args.s3prl_runs:
+        return _ingest_s3prl(args)
     from ..suite import load_suite, plan_suite, run_suite
 
     suite = load_suite(args.suite, args.sets, results=args.results, work_dir=args.work_dir)
@@ -62,4 +69,22 @@ def _ingest(args: argparse.Namespace) -> int:
     added, present = ingest_hear_scores(args.hear_scores, EncoderSpec(args.encoder, args.checkpoint, args.init),
                                         store, pretraining=args.pretraining)
     print(f"added {added} HEAR row(s) to {store.path} ({present} already there)")
+    return 0
+
+
+def _ingest_s3prl(args: argparse.Namespace) -> int:
+    from tasks.api import EncoderSpec
+
+    from ..results import ResultsStore
+    from ..s3prl_results import ingest_s3prl_runs, training_run
+
+    if not args.encoder:
+        raise AsitError("--s3prl-runs needs --encoder NAME (the row label)")
+    checkpoint = args.checkpoint or training_run(Path(args.s3prl_runs[0]))[0].get("upstream_ckpt")
+    if not checkpoint:
+        raise AsitError(f"{args.s3prl_runs[0]} names no upstream checkpoint (-k); pass --checkpoint PATH")
+    store = ResultsStore(args.results or Path("results") / "s3prl.jsonl")
+    added, present = ingest_s3prl_runs(args.s3prl_runs, EncoderSpec(args.encoder, str(checkpoint), args.init),
+                                       store, pretraining=args.pretraining)
+    print(f"added {added} s3prl row(s) to {store.path} ({present} already there)")
     return 0

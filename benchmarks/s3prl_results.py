@@ -1,0 +1,102 @@
+"""s3prl results into the store: what `run_downstream.py` wrote in an experiment folder, as protocol-tagged rows.
+
+An s3prl expdir (`-p`) holds `args_<time>.yaml` and `config_<time>.yaml` per invocation (train, then evaluate) and
+`log.log`, where its speech_commands / voxceleb1 downstreams append `test at step 0: <accuracy>` when
+`-m evaluate` runs (upstream/s3prl_upstream/results.py reads it). One row per expdir: task and protocol from the
+downstream (`speech_commands` = SUPERB KS on Speech Commands v0.01, `voxceleb1` = SID on iden_split, the protocols
+our own finetune/probe cells use), mode `s3prl-frozen` or `s3prl-finetune` from the training run's
+`upstream_trainable` (`-f`), seed from its `--seed`, s3prl's own number (nothing is recomputed), and the digest of
+s3prl's resolved training config as the recipe digest (another config, another row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from tasks.api import EncoderSpec, TaskCell, TaskResult
+from tasks.task_data import PROTOCOLS
+from upstream.errors import AsitError
+from upstream.s3prl_upstream.results import last_value
+
+from .results import ResultsStore, cell_key, file_sha256, make_row
+
+# s3prl downstream -> our task (its protocol is PROTOCOLS[task])
+DOWNSTREAM_TASKS = {"speech_commands": "speechcommands_v1", "voxceleb1": "voxceleb1"}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AsitError(f"{path} is not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise AsitError(f"{path} is not s3prl's args/config format")
+    return data
+
+
+def training_run(expdir: Path) -> tuple[dict[str, Any], Path]:
+    """(args, config file) of the first `-m train` invocation in `expdir` (s3prl names files by start time)."""
+    for args_file in sorted(expdir.glob("args_*.yaml")):
+        args = _read_yaml(args_file)
+        if args.get("mode") == "train":
+            config = expdir / args_file.name.replace("args_", "config_", 1)
+            if not config.is_file():
+                raise AsitError(f"{expdir}: {args_file.name} has no matching {config.name}")
+            return args, config
+    raise AsitError(f"{expdir} holds no s3prl training run (args_*.yaml with mode: train); is it a -p folder of "
+                    "`asit s3prl -- -m train`?")
+
+
+def s3prl_cell(expdir: str | Path, encoder: EncoderSpec) -> tuple[TaskCell, TaskResult, str]:
+    """(cell, result, recipe digest) of one evaluated s3prl experiment folder."""
+    expdir = Path(expdir)
+    if not expdir.is_dir():
+        raise AsitError(f"s3prl experiment folder {expdir} does not exist")
+    args, config = training_run(expdir)
+    downstream = str(args.get("downstream"))
+    if downstream not in DOWNSTREAM_TASKS:
+        raise AsitError(f"{expdir}: downstream {downstream!r} is not one of ours "
+                        f"({', '.join(DOWNSTREAM_TASKS)})")
+    try:
+        value = last_value(expdir, "test", step=0)
+    except AsitError:
+        raise AsitError(f"{expdir}: no test result from `-m evaluate` in log.log; run "
+                        f"`asit s3prl -- -m evaluate -e {expdir}/dev-best.ckpt` (or a states-N.ckpt) first") from None
+    task = DOWNSTREAM_TASKS[downstream]
+    trainable = bool(args.get("upstream_trainable"))
+    selection = str(args.get("upstream_feature_selection") or "hidden_states")
+    steps = (_read_yaml(config).get("runner") or {}).get("total_steps")
+    cell = TaskCell(encoder=encoder, task=task, mode="s3prl-finetune" if trainable else "s3prl-frozen",
+                    protocol=PROTOCOLS[task], seed=int(args.get("seed", 1337)), fold=None, data_root=str(expdir),
+                    recipe="s3prl.run_downstream",
+                    overrides={"downstream": downstream, "upstream": args.get("upstream"),
+                               "upstream_feature_selection": selection, "total_steps": steps})
+    extra = {"expdir": str(expdir), "upstream_ckpt": args.get("upstream_ckpt"), "s3prl_config": str(config),
+             "dev_accuracy": _optional(expdir, "dev"), "feature_selection": selection, "total_steps": steps}
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()[:16]
+    return cell, TaskResult("accuracy", value, extra), digest
+
+
+def _optional(expdir: Path, split: str) -> float | None:
+    try:
+        return last_value(expdir, split)
+    except AsitError:
+        return None
+
+
+def ingest_s3prl_runs(expdirs: Sequence[str | Path], encoder: EncoderSpec, store: ResultsStore, *,
+                      pretraining: str = "") -> tuple[int, int]:
+    """Add each evaluated s3prl experiment folder to `store`; `encoder.path` is the upstream checkpoint (its content
+    hash goes into the row). Returns (rows added, rows already present)."""
+    sha = file_sha256(encoder.path)
+    cells = [s3prl_cell(expdir, encoder) for expdir in expdirs]          # every folder checked before any row
+    return store.append_all(make_row(cell, cell_key(cell, sha, digest), sha, result=result, suite="s3prl",
+                                     pretraining=pretraining, recipe_digest=digest)
+                            for cell, result, digest in cells)
+
+
+__all__ = ["DOWNSTREAM_TASKS", "ingest_s3prl_runs", "s3prl_cell", "training_run"]
