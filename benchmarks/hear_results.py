@@ -7,7 +7,9 @@ values (the first score in task_metadata.json's "evaluation" is also logged as `
 "validation_score", "epoch" and "time_in_min"; then "aggregated_scores" (k-fold only), "hparams", "postprocessing",
 "score_mode" and "embedding_path". k-fold tasks test each fold with the next one as validation and the rest as
 training (`data_splits_from_folds`), hence protocols such as `hear/esc50-v2.0.0-full/5fold-3/1/1`.
-We ingest one row per test split, with heareval's own number: nothing is recomputed.
+We ingest one row per test split, with heareval's own number: nothing is recomputed. The embedding module folder
+(`<module>` or `<module>-<options>`), heareval's grid size and determinism are the row's settings: runs differing in
+them are kept apart in the store and in the table.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from tasks.api import EncoderSpec, TaskCell, TaskResult
 from upstream.errors import AsitError
 
-from .results import ResultsStore, cell_key, file_sha256, make_row
+from .results import ResultsStore, cell_key, file_sha256, make_row, settings_digest
 
 SCORES_FILE = "test.predicted-scores.json"
 METADATA_FILE = "task_metadata.json"
@@ -96,7 +98,8 @@ def hear_cells(task_dir: Path, encoder: EncoderSpec) -> list[tuple[TaskCell, Tas
         cell = TaskCell(encoder=encoder, task=HEAR_TASKS.get(task_name, task_name), mode="hear", protocol=protocol,
                         seed=HEAREVAL_SEED if deterministic else 0, fold=int(digits.group(1)) if digits else None,
                         data_root=str(task_dir), recipe="heareval.predictions",
-                        overrides={"grid_points": done.get("grid_points"), "deterministic": deterministic})
+                        overrides={"grid_points": done.get("grid_points"), "deterministic": deterministic,
+                                   "module": task_dir.parent.name})
         extra = {k: v for k, v in values.items() if k.startswith("test_") or k in ("validation_score", "epoch")}
         extra.update({"hear_task": task_name, "hear_split": split, "hparams": scores.get("hparams", {}),
                       "score_mode": scores.get("score_mode")})
@@ -113,9 +116,10 @@ def ingest_hear_scores(path: str | Path, encoder: EncoderSpec, store: ResultsSto
     scored (its content hash goes into each row). Returns (rows added, rows already present)."""
     sha = file_sha256(encoder.path)
     return store.append_all(
-        make_row(cell, cell_key(cell, sha), sha, result=result, duration_s=seconds, suite="heareval",
-                 pretraining=pretraining)
-        for task_dir in find_task_dirs(path) for cell, result, seconds in hear_cells(task_dir, encoder))
+        make_row(cell, cell_key(cell, sha, digest), sha, result=result, duration_s=seconds, suite="heareval",
+                 pretraining=pretraining, recipe_digest=digest)
+        for task_dir in find_task_dirs(path) for cell, result, seconds in hear_cells(task_dir, encoder)
+        for digest in [settings_digest(cell.overrides)])
 
 
 __all__ = ["find_task_dirs", "hear_cells", "ingest_hear_scores", "protocol_of"]

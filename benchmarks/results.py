@@ -63,15 +63,26 @@ def cell_config(cell: TaskCell) -> dict[str, Any]:
 
 def cell_key(cell: TaskCell, checkpoint_sha256: str, recipe_digest: str = "") -> str:
     """Identity of a cell for resuming: encoder name, init and checkpoint content, task, mode, protocol, seed, fold,
-    recipe, its overrides and the digest of the resolved recipe (so editing a recipe file's defaults reruns the
-    cells it changes). Paths are left out on purpose: moving a checkpoint or a dataset does not invalidate results."""
+    and what the cell computes: the digest of its resolved recipe when there is one (so editing a recipe file's
+    defaults reruns the cells it changes, while naming the same recipe another way, or moving its file, does not),
+    else the recipe name and overrides as given. Paths are left out on purpose: moving a checkpoint or a dataset
+    does not invalidate results."""
     identity = {
         "encoder": cell.encoder.name, "init": cell.encoder.init, "checkpoint_sha256": checkpoint_sha256,
         "task": cell.task, "mode": cell.mode, "protocol": cell.protocol, "seed": cell.seed, "fold": cell.fold,
-        "recipe": cell.recipe, "overrides": cell.overrides, "recipe_digest": recipe_digest,
+        "recipe_digest": recipe_digest,
     }
+    if not recipe_digest:
+        identity.update(recipe=cell.recipe, overrides=cell.overrides)
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def settings_digest(settings: dict[str, Any], content: bytes = b"") -> str:
+    """Digest of the settings (and optional file content) of a run made by another tool (heareval, s3prl), used as
+    its recipe digest: runs with other settings are other cells and other leaderboard rows."""
+    canonical = json.dumps(settings, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(canonical + b"\0" + content).hexdigest()[:16]
 
 
 def make_row(cell: TaskCell, key: str, checkpoint_sha256: str, *, result: TaskResult | None = None,

@@ -6,12 +6,12 @@ An s3prl expdir (`-p`) holds `args_<time>.yaml` and `config_<time>.yaml` per inv
 downstream (`speech_commands` = SUPERB KS on Speech Commands v0.01, `voxceleb1` = SID on iden_split, the protocols
 our own finetune/probe cells use), mode `s3prl-frozen` or `s3prl-finetune` from the training run's
 `upstream_trainable` (`-f`), seed from its `--seed`, s3prl's own number (nothing is recomputed), and the digest of
-s3prl's resolved training config as the recipe digest (another config, another row).
+s3prl's resolved training config plus the upstream and feature selection as the recipe digest (other settings,
+another row).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +22,7 @@ from tasks.task_data import PROTOCOLS
 from upstream.errors import AsitError
 from upstream.s3prl_upstream.results import last_value
 
-from .results import ResultsStore, cell_key, file_sha256, make_row
+from .results import ResultsStore, cell_key, file_sha256, make_row, settings_digest
 
 # s3prl downstream -> our task (its protocol is PROTOCOLS[task])
 DOWNSTREAM_TASKS = {"speech_commands": "speechcommands_v1", "voxceleb1": "voxceleb1"}
@@ -77,7 +77,7 @@ def s3prl_cell(expdir: str | Path, encoder: EncoderSpec) -> tuple[TaskCell, Task
                                "upstream_feature_selection": selection, "total_steps": steps})
     extra = {"expdir": str(expdir), "upstream_ckpt": args.get("upstream_ckpt"), "s3prl_config": str(config),
              "dev_accuracy": _optional(expdir, "dev"), "feature_selection": selection, "total_steps": steps}
-    digest = hashlib.sha256(config.read_bytes()).hexdigest()[:16]
+    digest = settings_digest(cell.overrides, config.read_bytes())    # -s / -u are arguments, not config
     return cell, TaskResult("accuracy", value, extra), digest
 
 

@@ -62,6 +62,9 @@ def test_recipe_overrides_names_and_errors(tmp_path: Path) -> None:
     tuned = load_recipe("esc50", "finetune", overrides=["epochs=2", "lr=5e-4", "layer_decay=0.75"])
     assert (tuned.epochs, tuned.lr, tuned.layer_decay) == (2, 5e-4, 0.75)
     assert recipe_digest(tuned) != recipe_digest(base)
+    run_only = load_recipe("esc50", "finetune", overrides=["num_workers=0", "log_every_n_steps=1"])
+    assert recipe_digest(run_only) == recipe_digest(base)          # how it runs is not what it computes
+    assert recipe_digest(load_recipe("esc50", "finetune", overrides=["precision=bf16-mixed"])) != recipe_digest(base)
     assert load_recipe("esc50", "finetune", overrides={"epochs": 2}) == dataclasses.replace(base, epochs=2)
     with pytest.raises(AsitError, match="unknown config key\\(s\\) epoch"):
         load_recipe("esc50", "finetune", overrides=["epoch=2"])

@@ -179,3 +179,6 @@ def test_cell_key_is_stable_and_identifies_what_matters() -> None:
                 variant(EncoderSpec("enc", "/c", "scratch")), variant(EncoderSpec("other", "/c"))]
     keys = {cell_key(v, "0" * 64) for v in variants} | {cell_key(CELL, "1" * 64), cell_key(CELL, "0" * 64, "d")}
     assert key not in keys and len(keys) == len(variants) + 2
+    # with a resolved-recipe digest, the digest is the identity: naming the same recipe another way is the same cell
+    renamed = variant(recipe="esc50_finetune", overrides={"epochs": 2, "lr": 1e-3})
+    assert cell_key(renamed, "0" * 64, "d") == cell_key(CELL, "0" * 64, "d") != cell_key(CELL, "0" * 64, "e")

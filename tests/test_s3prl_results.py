@@ -9,17 +9,18 @@ import yaml
 
 from benchmarks.results import ResultsStore
 from benchmarks.s3prl_results import ingest_s3prl_runs, s3prl_cell
+from benchmarks.table import long_table
 from tasks.api import EncoderSpec
 from upstream.cli import main as cli_main
 from upstream.errors import AsitError
 
 
 def s3prl_expdir(root: Path, downstream: str = "voxceleb1", trainable: bool = False, evaluated: bool = True,
-                 checkpoint: str = "/ckpt/enc.pt") -> Path:
+                 checkpoint: str = "/ckpt/enc.pt", selection: str = "hidden_states") -> Path:
     """The files `run_downstream.py -m train` then `-m evaluate` leave in `-p` (args/config per run, log.log)."""
     root.mkdir(parents=True)
     base = {"downstream": downstream, "upstream": "asit_local", "upstream_ckpt": checkpoint, "seed": 1337,
-            "upstream_trainable": trainable, "upstream_feature_selection": "hidden_states"}
+            "upstream_trainable": trainable, "upstream_feature_selection": selection}
     (root / "args_2026-01-01-10-00-00.yaml").write_text(yaml.safe_dump({**base, "mode": "train"}))
     (root / "config_2026-01-01-10-00-00.yaml").write_text(yaml.safe_dump({"runner": {"total_steps": 200000}}))
     lines = ["train at step 100: 0.5", "dev at step 100: 0.4", "New best on dev at step 100: 0.4"]
@@ -50,6 +51,11 @@ def test_an_evaluated_run_becomes_one_row_tagged_with_protocol_and_mode(tmp_path
     assert rows["s3prl-finetune"]["protocol"] == "superb/ks-v1-12class"
     assert rows["s3prl-finetune"]["task"] == "speechcommands_v1" and rows["s3prl-finetune"]["value"] == 0.625
     assert ingest_s3prl_runs([frozen, tuned], EncoderSpec("enc", str(checkpoint)), store) == (0, 2)
+    # `-s last_hidden_state` is a command-line choice, not in s3prl's config: still another cell and table row
+    last = s3prl_expdir(tmp_path / "sid_last", checkpoint=str(checkpoint), selection="last_hidden_state")
+    assert ingest_s3prl_runs([last], EncoderSpec("enc", str(checkpoint)), store) == (1, 0)
+    modes = set(long_table(store.successes())["mode"])
+    assert {m for m in modes if m.startswith("s3prl-frozen · recipe ")} and len(modes) == 3
 
 
 def test_unusable_folders_are_named(tmp_path: Path) -> None:

@@ -250,3 +250,24 @@ def test_plot_tick_labels_wrap_protocols_without_losing_text() -> None:
         assert label.replace("\n", " ", 1).replace("\n", "") == column
         assert all(len(line) <= 20 or "/" not in line.strip("[]/") for line in label.split("\n")[1:])
     assert _tick_label("SID acc [voxceleb1/iden-split]") == "SID acc\n[voxceleb1/\niden-split]"
+
+
+def test_hear_runs_of_two_modules_or_grids_stay_apart(tmp_path: Path) -> None:
+    """heareval folders of two embedding modules (e.g. other --model-options) on one checkpoint are other cells."""
+    def scored(folder: Path, accuracy: float) -> None:
+        folder.mkdir(parents=True)
+        (folder / "task_metadata.json").write_text(json.dumps(
+            {"task_name": "esc50", "split_mode": "presplit_kfold", "splits": [f"fold{i:02d}" for i in range(5)],
+             "evaluation": ["top1_acc"]}))
+        (folder / "test.predicted-scores.json").write_text(json.dumps(
+            {f"fold{i:02d}": {"test_top1_acc": accuracy, "test_score": accuracy} for i in range(5)}))
+
+    scored(tmp_path / "embeddings" / "asit_hear" / "esc50", 0.8)
+    scored(tmp_path / "embeddings" / "asit_hear-layers=2" / "esc50", 0.6)
+    checkpoint = tmp_path / "c.pt"
+    checkpoint.write_bytes(b"w")
+    store = ResultsStore(tmp_path / "r.jsonl")
+    assert ingest_hear_scores(tmp_path / "embeddings", EncoderSpec("e", str(checkpoint)), store) == (10, 0)
+    assert ingest_hear_scores(tmp_path / "embeddings", EncoderSpec("e", str(checkpoint)), store) == (0, 10)
+    agg = aggregate(store.successes())
+    assert sorted(agg["mean"]) == pytest.approx([60.0, 80.0]) and set(agg["n"]) == {5}

@@ -193,9 +193,17 @@ def recipe_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe_dict(recipe), sort_keys=False)
 
 
+# how a run is executed, not what it computes: left out of the digest, so changing them neither reruns finished
+# suite cells nor splits the leaderboard (precision, devices and batch sizes do change results and stay in)
+RUN_ONLY_FIELDS = frozenset({"num_workers", "n_jobs", "log_every_n_steps", "keep_checkpoints", "cache_dir",
+                             "batch_clips", "device", "accelerator"})
+
+
 def recipe_digest(recipe: Recipe) -> str:
-    """Content hash of a resolved recipe (what a work folder's checkpoints were trained with)."""
-    canonical = json.dumps(recipe_dict(recipe), sort_keys=True, default=str)
+    """Content hash of what a resolved recipe computes (run-only fields left out): the identity of suite cells and
+    of a work folder's resumable checkpoints."""
+    fields = {k: v for k, v in recipe_dict(recipe).items() if k not in RUN_ONLY_FIELDS}
+    canonical = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
