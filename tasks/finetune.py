@@ -2,9 +2,10 @@
 
 Data. Each clip goes through the shared `Frontend` (never a second fbank) configured with the checkpoint's sample
 rate and the TASK's normalisation statistics (Table I), then is cropped (randomly, when longer) or zero-padded (= the
-dataset mean) to `train_frames`. Test and validation clips are cut into consecutive `eval_frames` chunks (the last
-zero-padded) and the chunk logits averaged, so a clip is always seen whole; for 10 s / 5 s / 1 s clips at
-1024 / 512 / 128 frames this is exactly one padded chunk.
+dataset mean) to `train_frames`. Test and validation clips are cut into consecutive `eval_frames` chunks, the last
+one ending at the clip's end (overlapping its neighbour rather than being mostly padding), and the chunk logits
+averaged, so a clip is always seen whole; for 10 s / 5 s / 1 s clips at 1024 / 512 / 128 frames this is exactly one
+padded chunk.
 
 Training step: mixup (timm's `Mixup`, per example, AST's meaning of the probability; multi-label targets mixed as
 dense vectors) → SpecAugment (torchaudio Frequency/TimeMasking, one mask of each per example, applied after
@@ -93,9 +94,16 @@ class ClipDataset(Dataset):
             spare = feats.shape[0] - self.frames
             offset = int(torch.randint(0, spare + 1, ()).item()) if spare > 0 and self.random_crop else 0
             return pad_or_crop(feats, self.frames, offset), self.targets[i], i
-        count = max(1, math.ceil(feats.shape[0] / self.frames))
-        chunks = torch.stack([pad_or_crop(feats, self.frames, c * self.frames) for c in range(count)])
-        return chunks, self.targets[i], i
+        return eval_chunks(feats, self.frames), self.targets[i], i
+
+
+def eval_chunks(feats: torch.Tensor, frames: int) -> torch.Tensor:
+    """[n, frames, F] chunks covering a whole clip: consecutive, the last one ending at the clip's end (overlapping
+    its neighbour) so that no chunk is mostly padding; only a clip shorter than one chunk is padded."""
+    total = feats.shape[0]
+    count = max(1, math.ceil(total / frames))
+    starts = [c * frames for c in range(count - 1)] + [max(0, total - frames)]
+    return torch.stack([pad_or_crop(feats, frames, start) for start in starts])
 
 
 def collate_train(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> dict[str, torch.Tensor]:
@@ -126,6 +134,8 @@ class FinetuneModule(L.LightningModule):
         # without this, drop path (and any dropout) would silently stay off for the whole finetuning run
         self.model.train()
         self.multilabel, self.num_classes = multilabel, num_classes
+        if multilabel and recipe.loss != "bce":
+            raise AsitError(f"recipe loss={recipe.loss} cannot train the multi-label task {recipe.task}: use loss=bce")
         self.mixup = (Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=0.0, prob=recipe.mixup, mode="elem",
                             label_smoothing=recipe.label_smoothing if not multilabel else 0.0,
                             num_classes=num_classes, multi_label=multilabel)
@@ -181,7 +191,9 @@ class FinetuneModule(L.LightningModule):
         return spec.squeeze(1).transpose(1, 2), y
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.multilabel:
+        if self.recipe.loss == "bce":                                # multi-hot, mixed, or one-hot class ids
+            if y.ndim == 1:
+                y = nn.functional.one_hot(y, self.num_classes)
             return nn.functional.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
         if y.ndim == 2:                                              # mixed (soft) targets
             return nn.functional.cross_entropy(logits, y.to(logits.dtype))
@@ -345,4 +357,4 @@ def _write_predictions(work_dir: Path, data: TaskData, test: dict[str, Any]) -> 
              labels=np.array(data.index.labels))
 
 
-__all__ = ["AudioClassifier", "ClipDataset", "FinetuneModule", "run_finetune", "sample_weights"]
+__all__ = ["AudioClassifier", "ClipDataset", "FinetuneModule", "eval_chunks", "run_finetune", "sample_weights"]

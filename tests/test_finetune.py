@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from tasks.api import TASKS, EncoderSpec
 from tasks.datasets import Example
 from tasks.encoders import load_backbone
-from tasks.finetune import AudioClassifier, ClipDataset, FinetuneModule, _prepare_work_dir, collate_train, sample_weights
+from tasks.finetune import (AudioClassifier, ClipDataset, FinetuneModule, _prepare_work_dir, collate_train,
+                            eval_chunks, sample_weights)
 from tasks.recipes import available_recipes, load_recipe, recipe_digest
 from upstream.checkpoint import load_encoder
 from upstream.cli import main
@@ -140,12 +141,34 @@ def test_clip_dataset_crops_pads_and_chunks(tone_folder: Path) -> None:
         if full.shape[0] >= 64:       # a crop of the clip's own frames
             assert any(torch.equal(x, full[o:o + 64]) for o in range(full.shape[0] - 63))
         chunks, _, _ = evaluation[i]
-        assert chunks.shape == (int(np.ceil(full.shape[0] / 32)), 32, 128)
-        assert torch.equal(chunks.reshape(-1, 128)[: full.shape[0]], full)        # the whole clip, in order
-        assert torch.all(chunks.reshape(-1, 128)[full.shape[0]:] == 0)           # padded with the mean (0)
+        count = int(np.ceil(full.shape[0] / 32))
+        assert chunks.shape == (count, 32, 128)
+        assert torch.equal(chunks[:-1].reshape(-1, 128), full[: 32 * (count - 1)])  # consecutive chunks, in order
+        assert torch.equal(chunks[-1], full[-32:])                 # the last ends at the clip's end: no padding
+    one = ClipDataset(examples, targets, cfg, 4096, train=False)[0][0]
+    assert one.shape == (1, 4096, 128) and torch.all(one[0, train.features(0).shape[0]:] == 0)  # padded (mean 0)
     short = ClipDataset(examples, targets, cfg, 4096, train=True)[0][0]
     assert short.shape == (4096, 128) and torch.all(short[-100:] == 0)
     assert ClipDataset(examples, targets, cfg, 64, train=True, random_crop=False)[0][0].equal(train.features(0)[:64])
+
+
+def test_eval_chunks_cover_the_clip_without_near_empty_chunks() -> None:
+    feats = torch.arange(803, dtype=torch.float32)[:, None].expand(803, 128)    # an 8.03 s utterance
+    chunks = eval_chunks(feats, 400)
+    assert chunks.shape == (3, 400, 128)
+    assert [int(c[0, 0]) for c in chunks] == [0, 400, 403] and int(chunks[-1, -1, 0]) == 802
+    assert torch.equal(eval_chunks(feats[:400], 400), feats[None, :400])        # exact fit: one chunk
+
+
+def test_the_recipe_loss_is_the_loss_used() -> None:
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 2, 1, 2])
+    ce, bce = make_module(), make_module(loss="bce")
+    assert ce.loss(logits, labels).item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+    one_hot = torch.nn.functional.one_hot(labels, 3).float()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, one_hot).item()
+    assert bce.loss(logits, labels).item() == pytest.approx(expected)
+    with pytest.raises(AsitError, match="loss=ce cannot train the multi-label task as20k: use loss=bce"):
+        FinetuneModule(ce.model, load_recipe("as20k", "finetune", overrides=["loss=ce"]), True, 3)
 
 
 def test_weighted_sampling_weights() -> None:
