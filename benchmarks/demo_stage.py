@@ -13,9 +13,9 @@ from typing import Any
 from tasks.api import EncoderSpec
 from upstream.errors import AsitError
 
-from .hear_results import ingest_hear_scores
+from .hear_results import hear_rows
 from .results import ResultsStore
-from .s3prl_results import ingest_s3prl_runs
+from .s3prl_results import s3prl_rows
 from .suite import TASK_PROTOCOLS, Runner, load_suite, run_suite
 from .table import write_leaderboard
 
@@ -58,16 +58,22 @@ def stage_leaderboard(ctx: Any, runner: Runner | None = None) -> None:
     # the HEAR and s3prl stages' own numbers join the table (HEAR under its own protocols, s3prl as rows of its own)
     pretrained = next(e for e in suite.encoders if e.spec.name == PRETRAINED)
     spec, store = EncoderSpec(PRETRAINED, str(ctx.encoder)), ResultsStore(suite.results)
+    ingested: list[dict[str, Any]] = []
     if ctx.report.get("hear"):
-        added, present = ingest_hear_scores(Path(ctx.out_dir) / "hear" / "embeddings" / ctx.report["hear"]["module"],
-                                            spec, store, pretraining=pretrained.pretraining)
+        rows = list(hear_rows(Path(ctx.out_dir) / "hear" / "embeddings" / ctx.report["hear"]["module"], spec,
+                              pretraining=pretrained.pretraining))
+        added, present = store.append_all(rows)
+        ingested += rows
         ctx.log(f"heareval scores: {added} row(s) added to {suite.results} ({present} already there)")
     if ctx.report.get("s3prl"):
-        added, present = ingest_s3prl_runs([run["expdir"] for run in ctx.report["s3prl"].values()], spec, store,
-                                           pretraining=pretrained.pretraining)
+        rows = s3prl_rows([run["expdir"] for run in ctx.report["s3prl"].values()], spec,
+                          pretraining=pretrained.pretraining)
+        added, present = store.append_all(rows)
+        ingested += rows
         ctx.log(f"s3prl results: {added} row(s) added to {suite.results} ({present} already there)")
-    files = write_leaderboard([suite.results], out, title="asit demo: ASiT-pretrained vs scratch (tiny ViT, "
-                              "embedded corpus)")
+    # this run's cells only: the store keeps rows of earlier demo versions (other recipes), which stay out
+    files = write_leaderboard([suite.results], out, keys={*report.keys, *(row["key"] for row in ingested)},
+                              title="asit demo: ASiT-pretrained vs scratch (tiny ViT, embedded corpus)")
     ctx.report["leaderboard"] = files.text
     ctx.report["leaderboard_files"] = {"markdown": str(files.markdown), "csv": str(files.csv),
                                        "long_csv": str(files.long_csv), "latex": str(files.latex),

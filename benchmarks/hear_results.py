@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tasks.api import EncoderSpec, TaskCell, TaskResult
 from upstream.errors import AsitError
@@ -110,16 +110,21 @@ def hear_cells(task_dir: Path, encoder: EncoderSpec) -> list[tuple[TaskCell, Tas
     return out
 
 
+def hear_rows(path: str | Path, encoder: EncoderSpec, *, pretraining: str = "") -> Iterator[dict[str, Any]]:
+    """Store rows of every scored task folder under `path` (one per test split), task folder by task folder.
+    `encoder` is the checkpoint whose embeddings heareval scored (its content hash goes into each row)."""
+    sha = file_sha256(encoder.path)
+    for task_dir in find_task_dirs(path):
+        for cell, result, seconds in hear_cells(task_dir, encoder):
+            digest = settings_digest(cell.overrides)
+            yield make_row(cell, cell_key(cell, sha, digest), sha, result=result, duration_s=seconds,
+                           suite="heareval", pretraining=pretraining, recipe_digest=digest)
+
+
 def ingest_hear_scores(path: str | Path, encoder: EncoderSpec, store: ResultsStore, *,
                        pretraining: str = "") -> tuple[int, int]:
-    """Add every scored task folder under `path` to `store`. `encoder` is the checkpoint whose embeddings heareval
-    scored (its content hash goes into each row). Returns (rows added, rows already present)."""
-    sha = file_sha256(encoder.path)
-    return store.append_all(
-        make_row(cell, cell_key(cell, sha, digest), sha, result=result, duration_s=seconds, suite="heareval",
-                 pretraining=pretraining, recipe_digest=digest)
-        for task_dir in find_task_dirs(path) for cell, result, seconds in hear_cells(task_dir, encoder)
-        for digest in [settings_digest(cell.overrides)])
+    """Add `hear_rows` to `store`. Returns (rows added, rows already present)."""
+    return store.append_all(hear_rows(path, encoder, pretraining=pretraining))
 
 
-__all__ = ["find_task_dirs", "hear_cells", "ingest_hear_scores", "protocol_of"]
+__all__ = ["find_task_dirs", "hear_cells", "hear_rows", "ingest_hear_scores", "protocol_of"]

@@ -88,15 +88,19 @@ def _optional(expdir: Path, split: str) -> float | None:
         return None
 
 
+def s3prl_rows(expdirs: Sequence[str | Path], encoder: EncoderSpec, *, pretraining: str = "") -> list[dict[str, Any]]:
+    """Store rows of evaluated s3prl experiment folders, every folder checked before any row is returned;
+    `encoder.path` is the upstream checkpoint (its content hash goes into each row)."""
+    sha = file_sha256(encoder.path)
+    return [make_row(cell, cell_key(cell, sha, digest), sha, result=result, suite="s3prl", pretraining=pretraining,
+                     recipe_digest=digest)
+            for cell, result, digest in (s3prl_cell(expdir, encoder) for expdir in expdirs)]
+
+
 def ingest_s3prl_runs(expdirs: Sequence[str | Path], encoder: EncoderSpec, store: ResultsStore, *,
                       pretraining: str = "") -> tuple[int, int]:
-    """Add each evaluated s3prl experiment folder to `store`; `encoder.path` is the upstream checkpoint (its content
-    hash goes into the row). Returns (rows added, rows already present)."""
-    sha = file_sha256(encoder.path)
-    cells = [s3prl_cell(expdir, encoder) for expdir in expdirs]          # every folder checked before any row
-    return store.append_all(make_row(cell, cell_key(cell, sha, digest), sha, result=result, suite="s3prl",
-                                     pretraining=pretraining, recipe_digest=digest)
-                            for cell, result, digest in cells)
+    """Add `s3prl_rows` to `store`. Returns (rows added, rows already present)."""
+    return store.append_all(s3prl_rows(expdirs, encoder, pretraining=pretraining))
 
 
-__all__ = ["DOWNSTREAM_TASKS", "ingest_s3prl_runs", "s3prl_cell", "training_run"]
+__all__ = ["DOWNSTREAM_TASKS", "ingest_s3prl_runs", "s3prl_cell", "s3prl_rows", "training_run"]

@@ -316,6 +316,7 @@ class SuiteReport:
     succeeded: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)   # (cell label, error's first line)
     summary: pd.DataFrame | None = None
+    keys: list[str] = field(default_factory=list)    # every planned cell's key (this suite's rows in the store)
 
     @property
     def complete(self) -> bool:
@@ -345,7 +346,8 @@ def run_suite(suite: Suite, *, runner: Runner | None = None, store: ResultsStore
     runner = runner or resolve_runner(suite.runner)
     finished = store.finished_keys()
     todo = [c for c in cells if c.key not in finished]
-    report = SuiteReport(suite.name, store.path, planned=len(cells), skipped=len(cells) - len(todo))
+    report = SuiteReport(suite.name, store.path, planned=len(cells), skipped=len(cells) - len(todo),
+                         keys=[c.key for c in cells])
     log(f"suite {suite.name}: {len(cells)} cells, {report.skipped} already in {store.path}, {len(todo)} to run")
     with tqdm(todo, desc=suite.name, unit="cell", disable=not progress, dynamic_ncols=True) as bar:
         for planned in bar:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import pandas as pd
 import yaml
@@ -260,21 +260,24 @@ def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
 
 
 def write_leaderboard(results: Sequence[str | Path], out_dir: str | Path, *, reference: bool = True,
-                      title: str = "Leaderboard") -> LeaderboardFiles:
-    """Read the stores, build the tables and write all five files into `out_dir`."""
+                      title: str = "Leaderboard", keys: Collection[str] | None = None) -> LeaderboardFiles:
+    """Read the stores, build the tables and write all five files into `out_dir`. `keys`: only these cells (e.g.
+    one suite's grid, leaving out rows of earlier versions of its recipes that the same store still holds)."""
     rows = load_results(results)
+    if keys is not None:
+        rows = rows[rows["key"].isin(set(keys))]
     if not len(rows):
         raise AsitError(f"no successful results in {', '.join(map(str, results))}")
     long = long_table(rows, load_reference() if reference else None)
-    return write_tables(long, out_dir, title=title, failed=count_failed(results))
+    return write_tables(long, out_dir, title=title, failed=count_failed(results, keys))
 
 
-def count_failed(paths: Sequence[str | Path]) -> int:
+def count_failed(paths: Sequence[str | Path], keys: Collection[str] | None = None) -> int:
     """Cells whose every run failed (they are not in the table; their rows hold the errors)."""
     frames = [ResultsStore(f).latest() for f in store_files(paths)]
-    keys = {k for f in frames for k, s in zip(f["key"], f["status"]) if s != "ok"}
+    failed = {k for f in frames for k, s in zip(f["key"], f["status"]) if s != "ok"}
     ok = {k for f in frames for k, s in zip(f["key"], f["status"]) if s == "ok"}
-    return len(keys - ok)
+    return len((failed - ok) & set(keys)) if keys is not None else len(failed - ok)
 
 
 def write_tables(long: pd.DataFrame, out_dir: str | Path, *, title: str = "Leaderboard",

@@ -320,9 +320,14 @@ def test_demo_stage_writes_the_leaderboard_into_the_report(tmp_path: Path, monke
     assert cells["failed"] == 0 and cells["ran"] == cells["planned"] == 2 * 2 * 9   # 2 encoders × 2 modes × 1 seed
     assert Path(ctx.report["leaderboard_files"]["png"]).is_file()
     assert Path(ctx.report["leaderboard_files"]["results"]).parent == ctx.out_dir / "leaderboard"
-    # a rerun runs nothing; a failing cell still leaves the table and then stops the demo with the reason
+    # a rerun runs nothing, and rows of an earlier demo version (another recipe) in the same store stay out
+    store = ResultsStore(ctx.report["leaderboard_files"]["results"])
+    stale = dict(next(r for r in store.rows() if r["task"] == "esc50"), key="0" * 32, recipe_digest="old", value=0.0)
+    assert store.append(stale)
     stage_leaderboard(ctx, runner=recording_test_runner)
     assert ctx.report["leaderboard_cells"]["skipped"] == cells["planned"]
+    assert "· recipe" not in ctx.report["leaderboard"] and ctx.report["leaderboard"] == board
+    # a failing cell still leaves the table and then stops the demo with the reason
     rows = ResultsStore(ctx.report["leaderboard_files"]["results"]).rows()
     rows_path = Path(ctx.report["leaderboard_files"]["results"])
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["task"] != "voxceleb1"))
