@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from upstream.atomic import atomic_write_text
 from upstream.encoder import AudioViT, EncoderConfig
 from upstream.errors import AsitError
 from upstream.frontend import FrontendConfig
@@ -142,10 +143,7 @@ def run_perf(sizes: list[str], precisions: list[str], device_name: str, out: Pat
             print(json.dumps({k: v for k, v in results[-1].items() if k not in ("times_s", "rows")}), flush=True)
     report = {"environment": environment(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "results": results}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(report, indent=2))
     return report
 
 

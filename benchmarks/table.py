@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from tasks.api import TASKS
+from upstream.atomic import atomic_write_text
 from upstream.errors import AsitError
 
 from .results import ResultsStore
@@ -294,19 +295,14 @@ def write_tables(long: pd.DataFrame, out_dir: str | Path, *, title: str = "Leade
     files = LeaderboardFiles(markdown=out / "leaderboard.md", csv=out / "leaderboard.csv",
                              long_csv=out / "leaderboard_long.csv", latex=out / "leaderboard.tex",
                              png=out / "leaderboard.png", text=text)
-    _write_text(files.markdown, f"# {title}\n\n{text}{legend}")
-    _write_text(files.csv, wide.to_csv(index=False))
-    _write_text(files.long_csv, long.to_csv(index=False))
-    _write_text(files.latex, to_latex(long, caption=title))
+    atomic_write_text(files.markdown, f"# {title}\n\n{text}{legend}")
+    atomic_write_text(files.csv, wide.to_csv(index=False))
+    atomic_write_text(files.long_csv, long.to_csv(index=False))
+    atomic_write_text(files.latex, to_latex(long, caption=title))
     plot(long, files.png, title=title)
     return files
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file + rename, so a reader never sees half a table."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 __all__ = ["LeaderboardFiles", "REFERENCE_FILE", "aggregate", "format_cell", "load_reference", "load_results",

@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from upstream.atomic import atomic_write
 
 from .datasets import Example
 
@@ -74,15 +75,8 @@ class EmbeddingCache:
 
     def store(self, key: str, embeddings: np.ndarray, components: dict[str, Any]) -> Path:
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, embeddings=np.asarray(embeddings, dtype=np.float32))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(path) as handle:
+            np.savez(handle, embeddings=np.asarray(embeddings, dtype=np.float32))
         sidecar = path.with_suffix(".json")
         sidecar.write_text(json.dumps({"key": key, "cache_version": CACHE_VERSION, **components}, indent=2,
                                       default=str) + "\n")

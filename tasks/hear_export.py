@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import shutil
 from dataclasses import dataclass, replace
@@ -28,6 +27,7 @@ import numpy as np
 import soundfile
 import torch
 
+from upstream.atomic import atomic_write
 from upstream.errors import AsitError
 
 from .datasets import DatasetIndex, Example
@@ -155,9 +155,8 @@ def prepare_audio(example: Example, sample_duration: float | None, sample_rate: 
 
 
 def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    soundfile.write(str(tmp), wave, sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        soundfile.write(handle, wave, sample_rate, subtype="PCM_16", format="WAV")
 
 
 def task_metadata(index: DatasetIndex, spec: HearTaskSpec, splits: list[str]) -> dict[str, object]:

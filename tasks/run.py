@@ -8,10 +8,9 @@ four folds, test on `cell.fold`; Speech Commands official lists / SUPERB's V1 te
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from upstream.atomic import atomic_write_text
 from upstream.errors import AsitError
 
 from .api import MODES, TASKS, TaskCell, TaskResult
@@ -43,16 +42,8 @@ def run_task(cell: TaskCell, work_dir: Path) -> TaskResult:
 
 def write_result(path: Path, result: TaskResult) -> None:
     """result.json (metric, value, extra), replaced atomically: every DDP rank writes the same content."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"metric": result.metric, "value": result.value, "extra": result.extra}, handle, indent=2,
-                      default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, json.dumps({"metric": result.metric, "value": result.value, "extra": result.extra},
+                                       indent=2, default=str) + "\n")
 
 
 __all__ = ["PROTOCOLS", "run_task"]

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from .atomic import atomic_write
 from .encoder import VIT_SIZES, AudioViT, EncoderConfig
 from .errors import AsitError
 from .frontend import FrontendConfig
@@ -58,15 +57,8 @@ def read_checkpoint(path: str | Path) -> Any:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as handle:
+        torch.save(obj, handle)
 
 
 def save_encoder(path: str | Path, encoder: AudioViT, frontend: FrontendConfig,
