@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from upstream.errors import AsitError
 from upstream.hashing import file_sha256
-from upstream.runtime import EncoderRuntime
+from upstream.runtime import EncoderRuntime, resolve_layers
 
 from .api import EncoderSpec, TaskResult
 from .datasets import Example
@@ -84,10 +84,10 @@ class Embedder:
                  cache: EmbeddingCache) -> None:
         self.backbone, self.recipe, self.cache = backbone, recipe, cache
         self.device = _device(recipe.device)
-        depth = len(backbone.encoder.blocks)
-        self.layer = recipe.layer + depth + 1 if recipe.layer < 0 else recipe.layer
-        if not 0 <= self.layer <= depth:
-            raise AsitError(f"recipe layer {recipe.layer} out of range for an encoder with {depth} blocks")
+        try:
+            [self.layer] = resolve_layers([recipe.layer], len(backbone.encoder.blocks))
+        except AsitError as exc:
+            raise AsitError(f"recipe {exc}") from None
         chunk = recipe.chunk_frames or backbone.encoder.config.trained_frames
         self.identity = {
             "checkpoint_sha256": file_sha256(encoder.path), "which": "teacher", "init": encoder.init,

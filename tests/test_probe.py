@@ -21,6 +21,7 @@ from tasks.encoders import load_backbone
 from tasks.probe import Embedder, ForwardCounter, fit_and_predict, selection_split
 from tasks.recipes import load_recipe
 from tasks.run import PROTOCOLS, run_task
+from upstream.errors import AsitError
 from upstream.runtime import load_runtime
 
 e2e = pytest.mark.e2e
@@ -99,6 +100,8 @@ def test_cache_keys_change_with_what_changes_the_embeddings(tmp_path: Path, tone
     layer1 = Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, layer=1), 0, EmbeddingCache()).identity
     last = Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, layer=2), 0, EmbeddingCache()).identity
     assert layer1 != ids[0] and last == ids[0], "layer -1 and layer depth are the same embeddings"
+    with pytest.raises(AsitError, match=r"recipe layer -4 out of range for an encoder with 2 blocks \(0\.\.2\)"):
+        Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, layer=-4), 0, EmbeddingCache())
 
 
 def test_cache_store_load_and_corruption(tmp_path: Path) -> None:

@@ -119,17 +119,7 @@ class EncoderRuntime(nn.Module):
         return self.forward_features(feats, wanted)
 
     def resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
-        """Layer indices (negative from the end) -> 0..depth; None -> all."""
-        depth = self.depth
-        if layers is None:
-            return list(range(depth + 1))
-        resolved = []
-        for layer in layers:
-            index = layer + depth + 1 if layer < 0 else layer
-            if not 0 <= index <= depth:
-                raise AsitError(f"layer {layer} out of range for an encoder with {depth} blocks (0..{depth})")
-            resolved.append(index)
-        return resolved
+        return resolve_layers(layers, self.depth)
 
     def forward_features(self, feats: Sequence[torch.Tensor], layers: list[int]) -> RuntimeOutput:
         """Normalised fbanks [T_i, F] -> `RuntimeOutput` (the chunked, batch-invariant encoder pass).
@@ -174,6 +164,19 @@ class EncoderRuntime(nn.Module):
             hidden.append(out)
             cls.append(clip_cls)
         return RuntimeOutput(hidden, cls, layers, num_columns, num_frames)
+
+
+def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
+    """Layer indices (negative from the end) -> 0..depth of an encoder with `depth` blocks; None -> all."""
+    if layers is None:
+        return list(range(depth + 1))
+    resolved = []
+    for layer in layers:
+        index = layer + depth + 1 if layer < 0 else layer
+        if not 0 <= index <= depth:
+            raise AsitError(f"layer {layer} out of range for an encoder with {depth} blocks (0..{depth})")
+        resolved.append(index)
+    return resolved
 
 
 def load_runtime(path: str, *, chunk_frames: int | None = None, precision: str = "fp32", device: str = "cpu",
