@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tasks.api import EncoderSpec, TaskCell, TaskResult
+from tasks.hear_export import TASK_OF_DATASET
 from upstream.errors import AsitError
 
 from .results import ResultsStore, cell_key, file_sha256, make_row, settings_digest
@@ -30,11 +31,6 @@ DONE_FILE = "prediction-done.json"
 NOT_SPLITS = {"aggregated_scores", "hparams", "postprocessing", "score_mode", "embedding_path"}
 # heareval seeds everything with 42 when --deterministic (its default) is on
 HEAREVAL_SEED = 42
-# task_name in task_metadata.json -> our task, for the folders `asit hear-tasks` writes (tasks/hear_export.py
-# TASK_SPECS) and HEAR 2021's own esc50. Other names (HEAR's 12-class `speech_commands`, …) are kept as they are;
-# the protocol tag tells every row's split scheme anyway.
-HEAR_TASKS = {"esc50": "esc50", "speechcommands_v2": "speechcommands_v2", "speechcommands_v1": "speechcommands_v1",
-              "voxceleb1": "voxceleb1", "audioset": "as20k"}
 METRICS = {"top1_acc": "accuracy", "mAP": "mAP"}
 
 
@@ -95,7 +91,8 @@ def hear_cells(task_dir: Path, encoder: EncoderSpec) -> list[tuple[TaskCell, Tas
         if value is None:
             raise AsitError(f"{task_dir / SCORES_FILE}: split {split!r} has no test_{primary} nor test_score")
         digits = re.fullmatch(r"fold(\d+)", split)
-        cell = TaskCell(encoder=encoder, task=HEAR_TASKS.get(task_name, task_name), mode="hear", protocol=protocol,
+        cell = TaskCell(encoder=encoder, task=TASK_OF_DATASET.get(task_name, task_name), mode="hear",
+                        protocol=protocol,
                         seed=HEAREVAL_SEED if deterministic else 0, fold=int(digits.group(1)) if digits else None,
                         data_root=str(task_dir), recipe="heareval.predictions",
                         overrides={"grid_points": done.get("grid_points"), "deterministic": deterministic,

@@ -49,6 +49,9 @@ class HearTaskSpec:
     embedding_type: str = "scene"
 
 
+# HEAR task folders (and their task_name) are named by dataset; the task runners and results by task
+TASK_OF_DATASET = {"audioset": "as20k"}
+
 TASK_SPECS: dict[str, HearTaskSpec] = {
     "esc50": HearTaskSpec(
         "esc50", "multiclass", "presplit_kfold", 5.0, ("top1_acc", "mAP", "d_prime", "aucroc"),

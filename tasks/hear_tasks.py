@@ -13,23 +13,17 @@ from typing import Callable
 
 from upstream.errors import AsitError
 
-from .datasets import DatasetIndex, read_audioset, read_esc50, read_speechcommands, read_voxceleb1
-from .hear_export import TASK_SPECS, write_hear_task
+from .datasets import DatasetIndex
+from .hear_export import TASK_OF_DATASET, TASK_SPECS, write_hear_task
+from .task_data import read_index
 
 
 def read_dataset(key: str, root: Path, speechcommands_v1_test: Path | None = None) -> DatasetIndex:
-    """The reader of dataset `key` (a TASK_SPECS key) on its folder."""
-    if key == "esc50":
-        return read_esc50(root)
-    if key == "speechcommands_v2":
-        return read_speechcommands(root, "v2")
-    if key == "speechcommands_v1":
-        return read_speechcommands(root, "v1", speechcommands_v1_test)
-    if key == "voxceleb1":
-        return read_voxceleb1(root)
-    if key == "audioset":
-        return read_audioset(root)
-    raise AsitError(f"no HEAR task for dataset {key!r}; known: {', '.join(TASK_SPECS)}")
+    """The reader of dataset `key` (a TASK_SPECS key) on its folder: the task runners' own (tasks.task_data)."""
+    if key not in TASK_SPECS:
+        raise AsitError(f"no HEAR task for dataset {key!r}; known: {', '.join(TASK_SPECS)}")
+    options = {"test_root": speechcommands_v1_test} if key == "speechcommands_v1" else None
+    return read_index(TASK_OF_DATASET.get(key, key), root, options)
 
 
 # dataset key -> command-line flag (argparse dest)
