@@ -344,17 +344,11 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
         best_epoch, best_value = max(history, key=lambda item: item[1])
         extra.update(valid_history=history, best_valid=best_value, best_epoch=best_epoch)
     if trainer.is_global_zero:
-        _write_predictions(work_dir, data, test)
+        data.save_predictions(work_dir / "predictions.npz", test["scores"], test["targets"],
+                              [data.test[i] for i in test["index"]])
         if not recipe.keep_checkpoints:
             shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
     return TaskResult(metric, float(metrics[metric]), extra)
-
-
-def _write_predictions(work_dir: Path, data: TaskData, test: dict[str, Any]) -> None:
-    examples = data.test
-    np.savez(work_dir / "predictions.npz", scores=test["scores"], targets=test["targets"],
-             paths=np.array([str(examples[i].path) for i in test["index"]]),
-             labels=np.array(data.index.labels))
 
 
 __all__ = ["AudioClassifier", "ClipDataset", "FinetuneModule", "eval_chunks", "run_finetune", "sample_weights"]

@@ -292,6 +292,5 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
         "encoder_source": backbone.source,
         "frontend": {"sample_rate": backbone.frontend.sample_rate, "stats": backbone.frontend.stats},
     }
-    np.savez(work_dir / "predictions.npz", scores=scores, targets=test_y,
-             paths=np.array([str(e.path) for e in test_examples]), labels=np.array(data.index.labels))
+    data.save_predictions(work_dir / "predictions.npz", scores, test_y, test_examples)
     return TaskResult(metric, float(metrics[metric]), extra)

@@ -83,6 +83,13 @@ class TaskData:
             return out
         return np.array([lookup[e.labels[0]] for e in examples], dtype=np.int64)
 
+    def save_predictions(self, path: Path, scores: np.ndarray, targets: np.ndarray,
+                         examples: list[Example]) -> None:
+        """predictions.npz: test scores and targets, row by row with each clip's path, and the label names, so a
+        run can be re-scored without rerunning it."""
+        np.savez(path, scores=scores, targets=targets, paths=np.array([str(e.path) for e in examples]),
+                 labels=np.array(self.index.labels))
+
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {f"n_{role}": len(self.examples(role)) for role in ("train", "valid", "test")}
         out["num_classes"] = self.num_classes
