@@ -79,3 +79,10 @@ def stage_hear(ctx: Any, datasets: Sequence[str] = DEMO_DATASETS, grid: str = DE
     ctx.report["hear"] = {"module": MODULE, "encoder": str(ctx.encoder), "grid": grid,
                           "grid_points": grid_points, "validator": "passed", "tasks": results,
                           "seconds": round(time.time() - started, 1)}
+    conformer = getattr(ctx, "conformer", None)
+    if conformer is not None:
+        log = work / "validator-conformer.log"
+        if not (log.is_file() and "Looks good!" in log.read_text(errors="replace")):
+            validate(Path(conformer), work, log, CPU_ONLY)
+        ctx.report["hear"]["validator_conformer"] = "passed"
+        ctx.log("hear-validator on the conformer encoder: Looks good!")

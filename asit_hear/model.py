@@ -1,14 +1,15 @@
 """The HEAR 2021 model object: a thin layer over the shared `EncoderRuntime`, so HEAR features are the runtime's
 features by construction (same frontend, chunking, column pooling as s3prl, probes and finetuning).
 
-Scene embeddings: per requested layer, the mean of a clip's patch tokens (= mean of its valid 16-frame columns over
-all chunks) or the CLS token averaged over chunks; layers are concatenated.
+Works for every registered encoder (a ViT's step is a 16-frame patch column = 160 ms, a conformer's 4 frames of
+20 ms = 80 ms). Scene embeddings: per requested layer, the runtime's scene pooling (`pooling`: mean / max /
+mean+max of a clip's step vectors, or the CLS token of encoders that have one); layers are concatenated.
 
-Timestamp embeddings: one patch *column* (16 frames = 160 ms, the mean of its 8 frequency patches) per timestamp.
-A column hop of 160 ms is too coarse for HEAR (hop <= 50 ms), so the fbank is encoded `160 / hop` times, each time
-with the patch grid shifted by `hop` (frames of the normalised mean prepended). Every timestamp embedding is thus a
-real column whose 16 frames are centred on its timestamp: nothing is interpolated or repeated, at the price of
-`160 / hop` encoder passes (4 at the default 40 ms).
+Timestamp embeddings: one step vector (`columns`: the mean of a ViT column's 8 frequency patches, or their
+concatenation) per timestamp. A step hop of 160 ms (80 ms) is too coarse for HEAR (hop <= 50 ms), so the fbank is
+encoded `step / hop` times, each time with the step grid shifted by `hop` (frames of the normalised mean
+prepended). Every timestamp embedding is thus a real step whose frames are centred on its timestamp: nothing is
+interpolated or repeated, at the price of `step / hop` encoder passes (ViT: 4, conformer: 2 at the default 40 ms).
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from torch import nn
 from upstream.config import from_dict
 from upstream.errors import AsitError
 from upstream.frontend import resample
-from upstream.runtime import EncoderRuntime, RuntimeOutput, load_runtime
+from upstream.runtime import EncoderRuntime, RuntimeOptions, RuntimeOutput, load_runtime, scene_dim
 
 HEAR_SAMPLE_RATE = 16000
-POOLINGS = ("mean", "cls")
 
 
 class AudioInputError(ValueError, AsitError):
@@ -33,21 +33,17 @@ class AudioInputError(ValueError, AsitError):
 
 
 @dataclass(frozen=True)
-class HearOptions:
-    """`load_model` keyword options (heareval: `--model-options '{"layers": [6, 12], "precision": "bf16"}'`)."""
+class HearOptions(RuntimeOptions):
+    """`load_model` keyword options (heareval: `--model-options '{"layers": [6, 12], "precision": "bf16"}'`): the
+    runtime's options (pooling, columns, chunk_frames, padding, precision, max_batch_chunks) plus these."""
 
-    layers: Union[int, list[int], str] = -1   # block index(es) 0..depth (0 = patch embeddings), -1 = last, "all"
-    pooling: str = "mean"                     # scene pooling: "mean" of patch tokens | "cls" token
-    chunk_frames: Union[int, None] = None     # frames (10 ms) per encoder pass; default: the trained length
-    precision: str = "fp32"                   # "fp32" | "bf16" (autocast; output is float32 either way)
-    timestamp_hop_ms: int = 40                # a divisor of the 160 ms column hop that is a whole number of frames
+    layers: Union[int, list[int], str] = -1   # block index(es) 0..depth (0 = input embeddings), -1 = last, "all"
+    timestamp_hop_ms: int = 40                # a divisor of the step hop that is a whole number of frames
     which: str = "teacher"                    # network of a pretraining checkpoint
     frontend_sample_rate: Union[int, None] = None   # fbank rate override (official ASiT: 32000 unless set)
-    max_batch_chunks: int = 32                # encoder mini-batch (chunks), bounds memory
 
     def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise AsitError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        super().__post_init__()
         if isinstance(self.layers, str) and self.layers != "all":
             raise AsitError(f"layers must be an int, a list of ints or 'all', got {self.layers!r}")
         if isinstance(self.layers, list) and not self.layers:
@@ -71,7 +67,8 @@ class AsitHearModel(nn.Module):
         self.layers = runtime.resolve_layers(requested)
         if len(set(self.layers)) != len(self.layers):
             raise AsitError(f"layers names a layer twice: {requested}")
-        self.scene_embedding_size = runtime.embed_dim * len(self.layers)
+        self.scene_embedding_size = scene_dim(runtime.encoder, self.options.pooling, runtime.options.columns) * len(
+            self.layers)
         self.timestamp_embedding_size = runtime.embed_dim * len(self.layers)
         self.frame_shifts = self._frame_shifts(self.options.timestamp_hop_ms)
         self.timestamp_hop_ms = self.options.timestamp_hop_ms
@@ -112,10 +109,7 @@ class AsitHearModel(nn.Module):
     @torch.no_grad()
     def scene_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
         out = self.runtime(self.waves(audio), layers=self.layers)
-        if self.options.pooling == "cls":
-            pooled = out.cls
-        else:
-            pooled = [out.mean_pooled(layer) for layer in out.layers]
+        pooled = [out.scene(layer, self.options.pooling) for layer in out.layers]
         return self._concat(pooled).to(audio.device)
 
     @torch.no_grad()
@@ -188,9 +182,8 @@ def build_model(model_file_path: str, **options: object) -> AsitHearModel:
         if not model_file_path:
             raise AsitError("needs a checkpoint: an exported encoder, a pretraining checkpoint or an official ASiT "
                             "checkpoint (heareval: --model PATH)")
-        runtime = load_runtime(str(model_file_path), chunk_frames=opts.chunk_frames, precision=opts.precision,
-                               which=opts.which, sample_rate=opts.frontend_sample_rate,
-                               max_batch_chunks=opts.max_batch_chunks)
+        runtime = load_runtime(str(model_file_path), opts.runtime_options(), which=opts.which,
+                               sample_rate=opts.frontend_sample_rate)
         return AsitHearModel(runtime, opts)
     except AsitError as exc:
         raise AsitError(f"asit_hear.load_model: {exc}") from None

@@ -101,7 +101,7 @@ def load_reference(path: str | Path = REFERENCE_FILE) -> pd.DataFrame:
         for task, value in row["values"].items():
             if task not in protocols or task not in metrics:
                 raise AsitError(f"reference file {path}: task {task} has no protocol or metric")
-            records.append({"source": f"quoted: {data['citation']}", "model": row["model"],
+            records.append({"source": f"quoted: {row.get('citation', data['citation'])}", "model": row["model"],
                             "pretraining": row["pretraining"], "mode": row["mode"], "task": task,
                             "protocol": protocols[task], "metric": metrics[task], "mean": float(value),
                             "std": float("nan"), "n": float("nan"), "seeds": float("nan"), "folds": float("nan")})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from upstream.checkpoint import load_encoder
-from upstream.encoder import AudioViT
+from upstream.encoders import AudioEncoder, build_encoder
 from upstream.errors import AsitError
 from upstream.frontend import FrontendConfig
 
@@ -24,7 +24,7 @@ INITS = ("pretrained", "scratch")
 
 @dataclass
 class Backbone:
-    encoder: AudioViT
+    encoder: AudioEncoder
     frontend: FrontendConfig      # the checkpoint's frontend (the one it was pretrained with), at the chosen rate
     source: str                   # export | lightning | official | state_dict
     init: str                     # pretrained | scratch
@@ -42,10 +42,10 @@ def load_backbone(spec: EncoderSpec, *, seed: int = 0, sample_rate: int | None =
     if spec.init == "scratch":
         generator_state = torch.get_rng_state()
         torch.manual_seed(seed)
-        encoder = AudioViT(config)
+        encoder = build_encoder(config)
         torch.set_rng_state(generator_state)
     elif config != loaded.encoder.config:
-        encoder = AudioViT(config)
+        encoder = build_encoder(config)
         encoder.load_state_dict(loaded.encoder.state_dict(), strict=True)
     else:
         encoder = loaded.encoder

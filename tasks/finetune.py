@@ -19,6 +19,7 @@ under DDP (whose sampler pads the last batch with repeats).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -38,9 +39,10 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from upstream.encoder import AudioViT
+from upstream.encoders import AudioEncoder
 from upstream.errors import AsitError
 from upstream.frontend import Frontend, FrontendConfig, pad_or_crop
+from upstream.runtime import pool_scene, scene_dim, step_vectors
 
 from .api import EncoderSpec, TaskResult
 from .datasets import Example
@@ -53,19 +55,22 @@ from .task_data import TaskData
 # ------------------------------------------------------------------------------------------------------- model
 
 class AudioClassifier(nn.Module):
-    """Encoder + pooling + LayerNorm/Linear head (AST's mlp_head). Input: normalised fbank [B, T, F]."""
+    """Encoder + the runtime's pooling (step vectors, then scene pooling of the last layer) + LayerNorm/Linear head
+    (AST's mlp_head). Input: normalised fbank [B, T, F] (the training crop is one chunk: no padding to mask)."""
 
-    def __init__(self, encoder: AudioViT, num_classes: int, pooling: str = "mean") -> None:
+    def __init__(self, encoder: AudioEncoder, num_classes: int, pooling: str = "mean", columns: str = "mean") -> None:
         super().__init__()
         self.encoder = encoder
-        self.pooling = pooling
-        dim = int(encoder.embed_dim) * (2 if pooling == "mean+cls" else 1)
+        self.pooling, self.columns = pooling, columns
+        if "cls" in pooling and not encoder.has_cls:
+            raise AsitError(f"recipe pooling {pooling!r} needs a CLS token, and the {encoder.arch} encoder has none")
+        dim = scene_dim(encoder, pooling, columns)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 
     def pooled(self, feats: torch.Tensor) -> torch.Tensor:
-        tokens = self.encoder.forward_features(feats.unsqueeze(1))       # [B, 1 + N, D], final norm applied
-        mean, cls = tokens[:, 1:].mean(dim=1), tokens[:, 0]
-        return {"mean": mean, "cls": cls, "mean+cls": torch.cat([mean, cls], dim=-1)}[self.pooling]
+        states = self.encoder.forward_steps(feats)
+        cls = states.cls[-1] if states.cls is not None else None
+        return pool_scene(step_vectors(states.steps[-1], self.columns), None, cls, self.pooling)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(self.pooled(feats))
@@ -259,10 +264,36 @@ def _loader(dataset: ClipDataset, recipe: FinetuneRecipe, batch_size: int, seed:
                       persistent_workers=recipe.num_workers > 0)
 
 
-def _check_frames(recipe: FinetuneRecipe, patch: int) -> None:
+# Recipes (paper Table I) count frames of 10 ms and mel bins of a 128-bin fbank.
+RECIPE_FRAME_MS, RECIPE_MEL_BINS = 10.0, 128
+
+
+def adapt_recipe(recipe: FinetuneRecipe, frontend: FrontendConfig, frames_per_step: int) -> FinetuneRecipe:
+    """The recipe in the encoder frontend's units: crop lengths and SpecAugment widths keep their duration and
+    bandwidth share (a 64-bin, 20 ms conformer frontend halves all four); crops become whole encoder steps."""
+    time = RECIPE_FRAME_MS / float(frontend.frame_shift_ms)
+    freq = frontend.num_mel_bins / RECIPE_MEL_BINS
+    if time == 1.0 and freq == 1.0:
+        adapted = recipe
+    else:
+        adapted = dataclasses.replace(
+            recipe, train_frames=max(1, round(recipe.train_frames * time)),
+            eval_frames=max(1, round(recipe.eval_frames * time)), time_mask=round(recipe.time_mask * time),
+            freq_mask=round(recipe.freq_mask * freq))
     for name in ("train_frames", "eval_frames"):
-        if getattr(recipe, name) % patch:
-            raise AsitError(f"recipe {name} {getattr(recipe, name)} must be a multiple of the patch size {patch}")
+        value = getattr(adapted, name)
+        if value % frames_per_step:
+            if adapted is recipe:
+                raise AsitError(f"recipe {name} {value} must be a multiple of the encoder's {frames_per_step} "
+                                "frames per step")
+            adapted = dataclasses.replace(adapted, **{name: frames_per_step * math.ceil(value / frames_per_step)})
+    return adapted
+
+
+def task_frontend(frontend: FrontendConfig, stats: str) -> FrontendConfig:
+    """The task's Table I statistics where they describe this fbank (128 bins, 25/10 ms); otherwise the
+    encoder's own pretraining statistics (Table I has none for other frontends)."""
+    return frontend.with_stats(stats) if frontend.table_i_geometry else frontend
 
 
 def _prepare_work_dir(work_dir: Path, recipe: FinetuneRecipe, cell_identity: dict[str, Any]) -> Path | None:
@@ -290,9 +321,9 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
         raise AsitError(f"recipe select=best_valid but {data.task} has no validation split; use select=last")
     L.seed_everything(seed, workers=True, verbose=False)
     backbone = load_backbone(encoder, seed=seed, sample_rate=recipe.sample_rate, drop_path=recipe.drop_path)
-    _check_frames(recipe, backbone.encoder.config.patch_size)
-    frontend = backbone.frontend.with_stats(recipe.stats)
-    model = AudioClassifier(backbone.encoder, data.num_classes, recipe.pooling)
+    given, recipe = recipe, adapt_recipe(recipe, backbone.frontend, backbone.encoder.frames_per_step)
+    frontend = task_frontend(backbone.frontend, recipe.stats)
+    model = AudioClassifier(backbone.encoder, data.num_classes, recipe.pooling, recipe.columns)
     module = FinetuneModule(model, recipe, data.multilabel, data.num_classes)
 
     train_targets = data.targets(data.train)
@@ -311,7 +342,7 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
         return _loader(dataset, recipe, recipe.batch_size, seed, train=False)
 
     validate = recipe.select == "best_valid"
-    resume = _prepare_work_dir(work_dir, recipe, {"task": data.task, "encoder": encoder.path, "init": encoder.init,
+    resume = _prepare_work_dir(work_dir, given, {"task": data.task, "encoder": encoder.path, "init": encoder.init,
                                                   "seed": seed, "parts": data.roles})
     # last.ckpt (for resuming an interrupted run) and, when selecting on validation, best.ckpt
     checkpoint = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="best",
@@ -334,10 +365,12 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
     metric = data.metric
     extra: dict[str, Any] = {
         **data.summary(), "mode": "finetune", "metrics": metrics, "epochs": int(trainer.current_epoch),
-        "steps": int(trainer.global_step), "batch_size": batch, "recipe_digest": recipe_digest(recipe),
+        "steps": int(trainer.global_step), "batch_size": batch, "recipe_digest": recipe_digest(given),
         "init": encoder.init, "encoder_source": backbone.source,
         "frontend": {"sample_rate": frontend.sample_rate, "stats": frontend.stats, "mean": frontend.mean,
                      "std": frontend.std},
+        "frames": {"train": recipe.train_frames, "eval": recipe.eval_frames, "freq_mask": recipe.freq_mask,
+                   "time_mask": recipe.time_mask},
         "resumed": resume is not None,
     }
     if validate and history:

@@ -1,12 +1,12 @@
 """Linear / MLP probe on frozen scene embeddings from the shared encoder runtime, with an embedding cache.
 
 Embeddings. `upstream.runtime.EncoderRuntime` (the runtime HEAR and s3prl use) turns each whole clip into one vector
-per patch column of the chosen layer; the scene embedding is their mean over the clip (`mean_pooled`) or the CLS
-token averaged over chunks. The frontend is the checkpoint's own (the statistics the encoder was pretrained with):
+per encoder step of the chosen layer (`columns`); the scene embedding is the runtime's pooling of them (`pooling`:
+mean, max, mean+max, or the CLS token of encoders that have one). The frontend is the checkpoint's own (the statistics the encoder was pretrained with):
 a frozen encoder has never seen inputs normalised otherwise, so the probe measures the representation, not a
 mismatch (finetuning, which adapts the encoder, uses the task statistics of Table I instead). Embeddings are cached
 per part (split or ESC-50 fold) — see tasks/embedding_cache.py — and encoder forwards are counted by a hook on the
-patch embedding, so a repeated probe can prove it ran none.
+encoder's stem, so a repeated probe can prove it ran none.
 
 Classifier. `logistic`: scikit-learn LogisticRegression on standardised embeddings (one-vs-rest for multi-label),
 its C chosen on the valid split, or, for tasks without one (AS-20K, ESC-50), on a holdout of training groups
@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from upstream.errors import AsitError
 from upstream.hashing import file_sha256
+from upstream.encoders import AudioEncoder
 from upstream.runtime import EncoderRuntime, resolve_layers
 
 from .api import EncoderSpec, TaskResult
@@ -43,13 +44,13 @@ from .task_data import TaskData
 
 
 class ForwardCounter:
-    """Counts encoder forward passes (calls and chunks) through a hook on the patch embedding, which every
-    forward of the ViT runs exactly once."""
+    """Counts encoder forward passes (calls and chunks) through a hook on the encoder's stem, which every forward
+    runs exactly once (ViT: the patch embedding, conformer: the stacking projection)."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: AudioEncoder) -> None:
         self.calls = 0
         self.chunks = 0
-        self._handle = encoder.patch_embed.register_forward_hook(self._hook)
+        self._handle = encoder.stem.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         self.calls += 1
@@ -85,16 +86,16 @@ class Embedder:
         self.backbone, self.recipe, self.cache = backbone, recipe, cache
         self.device = _device(recipe.device)
         try:
-            [self.layer] = resolve_layers([recipe.layer], len(backbone.encoder.blocks))
+            [self.layer] = resolve_layers([recipe.layer], backbone.encoder.depth)
         except AsitError as exc:
             raise AsitError(f"recipe {exc}") from None
-        chunk = recipe.chunk_frames or backbone.encoder.config.trained_frames
+        chunk = recipe.chunk_frames or backbone.encoder.trained_frames
         self.identity = {
             "checkpoint_sha256": file_sha256(encoder.path), "which": "teacher", "init": encoder.init,
             "init_seed": seed if encoder.init == "scratch" else None,
             "frontend": dataclasses.asdict(backbone.frontend),
-            "runtime": {"layer": self.layer, "pooling": recipe.pooling, "chunk_frames": int(chunk),
-                        "precision": recipe.precision},
+            "runtime": {"layer": self.layer, "pooling": recipe.pooling, "columns": recipe.columns,
+                        "padding": recipe.padding, "chunk_frames": int(chunk), "precision": recipe.precision},
         }
         self._runtime: EncoderRuntime | None = None
         self.counter: ForwardCounter | None = None
@@ -103,8 +104,7 @@ class Embedder:
     def runtime(self) -> EncoderRuntime:
         if self._runtime is None:
             self._runtime = EncoderRuntime(self.backbone.encoder, self.backbone.frontend,
-                                           chunk_frames=self.recipe.chunk_frames,
-                                           precision=self.recipe.precision).to(self.device).eval()
+                                           self.recipe.runtime_options()).to(self.device).eval()
             self.counter = ForwardCounter(self._runtime.encoder)
         return self._runtime
 
@@ -120,7 +120,7 @@ class Embedder:
         out = []
         for waves in loader:
             result = runtime([w.to(self.device) for w in waves], layers=[self.layer])
-            vectors = result.mean_pooled(-1) if self.recipe.pooling == "mean" else result.cls[0]
+            vectors = result.scene(-1, self.recipe.pooling)
             out.append(vectors.float().cpu().numpy())
         return np.concatenate(out)
 

@@ -10,9 +10,12 @@ import soundfile as sf
 import torch
 from threadpoolctl import threadpool_limits
 
-from upstream.encoder import AudioViT, EncoderConfig
+from upstream.encoders import AudioViT, ConformerConfig, EncoderConfig, build_encoder
 
 TINY_ENCODER = EncoderConfig(size="tiny", embed_dim=64, depth=2, num_heads=2, trained_frames=64, drop_path_rate=0.0)
+# a 2-block, 32-dim conformer on 64-bin, 64/20 ms fbank (1.28 s chunks)
+TINY_CONFORMER = ConformerConfig(size="tiny", embed_dim=32, depth=2, num_heads=2, ffn_dim=64, latent_dim=32,
+                                 first_kernel_size=7, kernel_size=5, trained_frames=64, dropout=0.0)
 
 # a 2-block, 64-dim ASiT on 0.64 s crops: enough to exercise every code path in a few seconds
 TINY_PRETRAIN_OVERRIDES = [
@@ -80,6 +83,19 @@ def tiny_encoder_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("encoder") / "tiny_encoder.pt"
     return save_encoder(path, AudioViT(TINY_ENCODER).eval(), FrontendConfig(), {"note": "random init, tests"})
+
+
+@pytest.fixture(scope="session")
+def tiny_conformer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported (randomly initialised) tiny conformer with its own frontend statistics."""
+    from upstream.checkpoint import save_encoder
+    from upstream.frontend import FrontendConfig
+
+    torch.manual_seed(0)
+    frontend = FrontendConfig(num_mel_bins=64, frame_length_ms=64, frame_shift_ms=20, stats="estimate", mean=-6.0,
+                              std=4.0)
+    path = tmp_path_factory.mktemp("conformer") / "tiny_conformer.pt"
+    return save_encoder(path, build_encoder(TINY_CONFORMER).eval(), frontend, {"note": "random init, tests"})
 
 
 @pytest.fixture(scope="session")

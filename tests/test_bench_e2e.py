@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.demo_stage import PRETRAINED, SCRATCH, demo_suite_overrides, stage_leaderboard
+from benchmarks.demo_stage import (CONFORMER, CONFORMER_SCRATCH, PRETRAINED, SCRATCH, demo_suite_overrides,
+                                   stage_leaderboard)
 from benchmarks.results import ResultsStore
 from benchmarks.suite import TASK_PROTOCOLS, load_suite, plan_suite
 from upstream.cli import main as cli_main
@@ -22,10 +23,10 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def _check_table(out: Path) -> None:
+def _check_table(out: Path, models: set[str] = {PRETRAINED, SCRATCH}) -> None:
     wide = pd.read_csv(out / "leaderboard.csv")
     ours = wide[wide["Source"] == "ours"]
-    assert set(ours["Model"]) == {PRETRAINED, SCRATCH} and set(ours["Mode"]) == {"finetune", "probe (frozen)"}
+    assert set(ours["Model"]) == models and set(ours["Mode"]) == {"finetune", "probe (frozen)"}
     for task, (protocol, _) in TASK_PROTOCOLS.items():
         [column] = [c for c in wide.columns if c.endswith(f"[{protocol}]")]
         assert (ours[column] != "—").all(), column
@@ -35,9 +36,9 @@ def _check_table(out: Path) -> None:
 
 @pytest.mark.e2e
 def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_encoder_file: Path, tmp_path: Path,
-                                                                 cache_dir: Path,
+                                                                 tiny_conformer_file: Path, cache_dir: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
-    ctx = DemoContext(out_dir=tmp_path, corpus=corpus, encoder=tiny_encoder_file)
+    ctx = DemoContext(out_dir=tmp_path, corpus=corpus, encoder=tiny_encoder_file, conformer=tiny_conformer_file)
     # the demo suite on this corpus, cut to one ESC-50 fold and one finetuning epoch to stay within CI minutes
     sets = [*demo_suite_overrides(ctx, tuple(TASK_PROTOCOLS)), "tasks.esc50.folds=[1]",
             "overrides.finetune.epochs=1"]
@@ -46,7 +47,9 @@ def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_e
 
     suite = load_suite("demo_cpu", sets)
     planned = plan_suite(suite)
-    assert len(planned) == 2 * 2 * len(TASK_PROTOCOLS)               # encoders × modes × tasks (1 seed, 1 fold)
+    assert len(planned) == 4 * 2 * len(TASK_PROTOCOLS)               # encoders × modes × tasks (1 seed, 1 fold)
+    assert {r["encoder"] for r in ResultsStore(suite.results).rows()} == {
+        PRETRAINED, SCRATCH, CONFORMER, CONFORMER_SCRATCH}
     rows = ResultsStore(suite.results).rows()
     assert sorted(r["key"] for r in rows) == sorted(c.key for c in planned)
     assert all(r["status"] == "ok" and 0.0 <= r["value"] <= 1.0 for r in rows)
@@ -60,7 +63,11 @@ def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_e
 
     out = tmp_path / "board"
     assert cli_main(["table", "--results", str(suite.results), "--out", str(out)]) == 0
-    _check_table(out)
+    _check_table(out, {PRETRAINED, SCRATCH, CONFORMER, CONFORMER_SCRATCH})
+    # a row per objective: the Pretraining column names it
+    wide = pd.read_csv(out / "leaderboard.csv")
+    named = dict(zip(wide["Model"], wide["Pretraining"]))
+    assert named[PRETRAINED].startswith("ASiT") and named[CONFORMER].startswith("wav2vec 2.0 conformer")
 
 
 @pytest.mark.slow

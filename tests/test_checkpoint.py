@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from upstream.checkpoint import OFFICIAL_SAMPLE_RATE, describe_checkpoint, load_encoder, save_encoder
-from upstream.encoder import AudioViT
+from upstream.encoders import AudioViT
 from upstream.errors import AsitError
 from upstream.frontend import FrontendConfig
 from upstream.runtime import EncoderRuntime, load_runtime

@@ -14,7 +14,7 @@ from conftest import TINY_PRETRAIN_OVERRIDES
 
 
 def test_stages_run_in_order_on_an_absolute_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert [name for name, _ in STAGES] == ["corpus", "pretrain", "hear", "s3prl", "leaderboard"]
+    assert [name for name, _ in STAGES] == ["corpus", "pretrain", "pretrain_conformer", "hear", "s3prl", "leaderboard"]
     monkeypatch.chdir(tmp_path)
     seen: list[tuple[str, Path]] = []
 
@@ -43,7 +43,10 @@ def test_the_readme_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.
     assert cli_main(["demo", "--out", "out", *overrides]) == 0
     summary = json.loads((tmp_path / "out" / "demo_summary.json").read_text())
     assert set(summary["pretrain"]) == {"recon", "local", "global", "loss"}
-    assert summary["hear"]["validator"] == "passed"
+    assert set(summary["pretrain_conformer"]) == {"contrastive", "diversity", "feature_penalty", "loss"}
+    assert all(row["last"] < row["first"] for row in summary["pretrain_conformer"].values())
+    assert summary["hear"]["validator"] == "passed" and summary["hear"]["validator_conformer"] == "passed"
+    assert "w2v2-conformer-tiny-demo" in summary["leaderboard"] and "scratch-conformer-tiny-demo" in summary["leaderboard"]
     assert summary["leaderboard_cells"]["failed"] == 0 and "asit-tiny-demo" in summary["leaderboard"]
     assert "s3prl frozen" in summary["leaderboard"] and "HEAR MLP (frozen)" in summary["leaderboard"]
     assert cli_main(["demo", "--out", "out", *overrides]) == 0            # everything found done

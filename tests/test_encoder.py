@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from upstream.encoder import AudioViT, EncoderConfig
+from upstream.encoders import AudioViT, EncoderConfig
 from upstream.errors import AsitError
 
 from conftest import TINY_ENCODER
@@ -28,13 +28,17 @@ def test_positional_embedding_at_trained_length_is_the_original_grid(tiny_encode
     assert torch.equal(pos, tiny_encoder.pos_embed[0, 1:])
 
 
-def test_positional_embedding_is_resampled_for_other_lengths(tiny_encoder: AudioViT) -> None:
+def test_shorter_inputs_take_the_positions_they_cover_longer_ones_are_resampled(tiny_encoder: AudioViT) -> None:
     with torch.no_grad():
         tiny_encoder.pos_embed.copy_(torch.randn_like(tiny_encoder.pos_embed))
     grid = tiny_encoder.pos_embed[0, 1:].reshape(4, 8, -1)        # [time 4, freq 8, D]
     longer = _positional_part(tiny_encoder, 128).reshape(8, 8, -1)
     shorter = _positional_part(tiny_encoder, 32).reshape(2, 8, -1)
-    assert longer.shape[0] == 8 and shorter.shape[0] == 2
+    assert longer.shape[0] == 8
+    assert torch.equal(shorter, grid[:2])                          # the first two time rows, not a resampling
+    with torch.no_grad():
+        cls = tiny_encoder._pos_embed(torch.zeros(1, 2, 8, tiny_encoder.embed_dim))[0, 0]
+    torch.testing.assert_close(cls, (tiny_encoder.cls_token + tiny_encoder.pos_embed[:, :1])[0, 0])
     # interpolation runs along time; a time-constant grid must stay constant after resampling
     with torch.no_grad():
         tiny_encoder.pos_embed[0, 1:].copy_(grid[:1].expand(4, 8, -1).reshape(32, -1))

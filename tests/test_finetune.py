@@ -19,7 +19,7 @@ from tasks.finetune import (AudioClassifier, ClipDataset, FinetuneModule, _prepa
 from tasks.recipes import available_recipes, load_recipe, recipe_digest
 from upstream.checkpoint import load_encoder
 from upstream.cli import main
-from upstream.encoder import AudioViT
+from upstream.encoders import AudioViT
 from upstream.errors import AsitError
 from upstream.frontend import DATASET_STATS, FrontendConfig
 

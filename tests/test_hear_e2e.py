@@ -94,3 +94,20 @@ def test_model_options_pass_through_heareval(demo, tiny_encoder_file) -> None:
     model = asit_hear.load_model(str(tiny_encoder_file), **options)
     mine = asit_hear.get_scene_embeddings(torch.from_numpy(audio)[None], model)[0].numpy()
     np.testing.assert_allclose(np.load(task / "test" / f"{wav.name}.embedding.npy"), mine, atol=1e-5, rtol=0)
+
+
+def test_heareval_runners_and_validator_on_a_conformer_encoder(corpus, tiny_conformer_file: Path,
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The registered conformer through heareval's own embeddings and predictions runners and hear-validator."""
+    ctx = DemoContext(out_dir=tmp_path_factory.mktemp("conformer_demo"), corpus=corpus,
+                      encoder=Path(tiny_conformer_file))
+    stage_hear(ctx, datasets=("speechcommands_v2",), grid="faster", grid_points=1)
+    report = ctx.report["hear"]
+    assert report["validator"] == "passed"
+    assert 0.0 <= report["tasks"]["speechcommands_v2"]["score"] <= 1.0
+    log = (Path(ctx.out_dir) / "hear" / "validator.log").read_text()
+    assert "Looks good!" in log and "Interval between timestamps is 40.0ms" in log
+    task = Path(ctx.out_dir) / "hear" / "embeddings" / "asit_hear" / "speechcommands_v2"
+    model = asit_hear.load_model(str(tiny_conformer_file))
+    [first] = sorted((task / "test").glob("*.embedding.npy"))[:1]
+    assert np.load(first).shape == (model.scene_embedding_size,) == (32,)

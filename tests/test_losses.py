@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from upstream.encoder import EncoderConfig
+from upstream.encoders import EncoderConfig
 from upstream.losses import CenteredDistillation, global_loss, local_loss, masked_l1
 from upstream.objectives.asit import ASiTConfig, ASiTObjective
 from upstream.schedules import TrainingProgress, cosine, linear_warmup

@@ -22,7 +22,7 @@ from tasks.probe import Embedder, ForwardCounter, fit_and_predict, selection_spl
 from tasks.recipes import load_recipe
 from tasks.run import PROTOCOLS, run_task
 from upstream.errors import AsitError
-from upstream.runtime import load_runtime
+from upstream.runtime import RuntimeOptions, load_runtime
 
 e2e = pytest.mark.e2e
 FAST = {"num_workers": 0, "n_jobs": 1, "C": [0.1, 1.0], "max_iter": 200}
@@ -117,7 +117,7 @@ def test_cache_store_load_and_corruption(tmp_path: Path) -> None:
 
 
 def test_forward_counter_counts_chunks(tiny_encoder_file: Path) -> None:
-    runtime = load_runtime(str(tiny_encoder_file), max_batch_chunks=3)
+    runtime = load_runtime(str(tiny_encoder_file), RuntimeOptions(max_batch_chunks=3))
     counter = ForwardCounter(runtime.encoder)
     runtime([torch.randn(16000), torch.randn(4000)])                 # 98 frames -> 2 chunks, 23 -> 1 chunk
     assert (counter.calls, counter.chunks) == (1, 3)

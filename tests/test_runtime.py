@@ -5,7 +5,7 @@ import torch
 
 from upstream.errors import AsitError
 from upstream.frontend import FrontendConfig
-from upstream.runtime import EncoderRuntime
+from upstream.runtime import EncoderRuntime, RuntimeOptions
 
 
 def _waves(*seconds: float) -> list[torch.Tensor]:
@@ -14,7 +14,7 @@ def _waves(*seconds: float) -> list[torch.Tensor]:
 
 
 def test_clip_alone_equals_clip_in_a_batch(tiny_encoder) -> None:
-    runtime = EncoderRuntime(tiny_encoder, FrontendConfig(), max_batch_chunks=3)
+    runtime = EncoderRuntime(tiny_encoder, FrontendConfig(), RuntimeOptions(max_batch_chunks=3))
     waves = _waves(0.3, 2.5, 1.1, 0.05)
     together = runtime(waves)
     for i, wave in enumerate(waves):
@@ -64,13 +64,13 @@ def test_column_times_and_layer_selection(tiny_encoder) -> None:
 def test_bf16_matches_fp32_closely(tiny_encoder) -> None:
     waves = _waves(1.5)
     fp32 = EncoderRuntime(tiny_encoder, FrontendConfig())(waves).mean_pooled()
-    bf16 = EncoderRuntime(tiny_encoder, FrontendConfig(), precision="bf16")(waves).mean_pooled()
+    bf16 = EncoderRuntime(tiny_encoder, FrontendConfig(), RuntimeOptions(precision="bf16"))(waves).mean_pooled()
     assert bf16.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(fp32, bf16).item() > 0.99
 
 
 def test_bad_runtime_arguments(tiny_encoder) -> None:
     with pytest.raises(AsitError, match="chunk_frames 70"):
-        EncoderRuntime(tiny_encoder, FrontendConfig(), chunk_frames=70)
+        EncoderRuntime(tiny_encoder, FrontendConfig(), RuntimeOptions(chunk_frames=70))
     with pytest.raises(AsitError, match=r"\[batch, samples\]"):
         EncoderRuntime(tiny_encoder, FrontendConfig())(torch.zeros(1, 2, 100))

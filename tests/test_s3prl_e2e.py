@@ -142,3 +142,21 @@ def test_s3prl_nn_upstream_over_the_registered_entry(tiny_encoder_file: Path, tm
     assert result["shape"] == [3, 16, 64]                             # ceil(40000 / 2560): no length matching
     assert result["lens"] == [7, 16, 2] and result["max_diff"] == 0.0
     assert not result["tensorflow_imported"]                          # compat keeps TensorFlow out of s3prl
+
+
+@pytest.mark.parametrize("task, trainable", [("speech_commands", False), ("voxceleb1", True)])
+def test_a_conformer_encoder_through_run_downstream(prepared: dict[str, PreparedTask], tiny_conformer_file: Path,
+                                                    tmp_path: Path, task: str, trainable: bool) -> None:
+    """The registered conformer goes through s3prl's own runner unchanged: KS frozen, SID finetuned (-f)."""
+    expdir = tmp_path / task
+    trained = asit_s3prl(tmp_path, tmp_path / "cache", "-m", "train", *(["-f"] if trainable else []), "-u",
+                         "asit_local", "-k", str(tiny_conformer_file), "-d", task, "-c",
+                         str(prepared[task].configs["cpu_smoke"]), "-p", str(expdir), "--device", "cpu")
+    assert "conformer tiny: dim 32, depth 2" in trained.stdout + trained.stderr
+    states = torch.load(expdir / "states-4.ckpt", map_location="cpu", weights_only=False)
+    assert states["Featurizer"]["weights"].shape == (3,)              # input projection + 2 conformer blocks
+    assert ("Upstream" in states) == trainable
+    evaluated = asit_s3prl(tmp_path, tmp_path / "cache", "-m", "evaluate", "-e", str(expdir / "states-4.ckpt"),
+                           "--device", "cpu")
+    assert "The selected feature hidden_states's downsample rate is 1280" in evaluated.stderr
+    assert 0.0 <= last_value(expdir, "test", step=0) <= 1.0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from upstream.checkpoint import save_encoder
-from upstream.encoder import AudioViT
+from upstream.encoders import AudioViT
 from upstream.errors import AsitError
 from upstream.frontend import FrontendConfig, pad_or_crop, resample
 from upstream.runtime import load_runtime

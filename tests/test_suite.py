@@ -213,8 +213,9 @@ def test_shipped_suites_parse_and_need_their_paths_set(tmp_path: Path) -> None:
     assert suite.results == Path("results/paper_gpu.jsonl")
     demo = load_suite("demo_cpu", ["vars.demo=/tmp/d"])
     assert {t.task for t in demo.tasks} == set(TASK_PROTOCOLS) and set(demo.modes) == {"probe", "finetune"}
-    assert [e.spec.init for e in demo.encoders] == ["pretrained", "scratch"]
-    assert len({e.spec.path for e in demo.encoders}) == 1
+    assert [e.spec.init for e in demo.encoders] == ["pretrained", "scratch", "pretrained", "scratch"]
+    assert [e.spec.path for e in demo.encoders] == ["/tmp/d/pretrain/encoder.pt"] * 2 + [
+        "/tmp/d/pretrain_conformer/encoder.pt"] * 2                # each objective beside its own scratch twin
     assert demo.results == Path("/tmp/d/leaderboard/results.jsonl")
 
 

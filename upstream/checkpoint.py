@@ -1,5 +1,5 @@
-"""Encoder files: our exported format, our Lightning checkpoints, and official ASiT checkpoints, all loaded into
-the same `AudioViT` with the frontend configuration the weights expect.
+"""Encoder files: our exported format, our Lightning checkpoints, and official ASiT checkpoints, loaded into the
+registered encoder of their `arch` (upstream.encoders) with the frontend configuration the weights expect.
 
 Every file is read with `torch.load(weights_only=True)`. Official ASiT checkpoints pickle an argparse.Namespace
 (`args`); it is allow-listed (torch.serialization.safe_globals), so the file's tensors load without executing
@@ -19,12 +19,13 @@ from typing import Any, Mapping
 import torch
 
 from .atomic import atomic_write
-from .encoder import VIT_SIZES, AudioViT, EncoderConfig
+from .encoders import ARCHS, VIT_SIZES, AudioEncoder, AudioViT, EncoderConfig, build_encoder
 from .errors import AsitError
 from .frontend import FrontendConfig
 
 EXPORT_FORMAT = "asit-hear/encoder"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2            # 2: the encoder's `arch` is stored (version 1 files are ViTs)
+READABLE_VERSIONS = (1, 2)
 # The official code computes its fbank at 32 kHz (data_transformations.SAMPLE_RATE) while the paper says 16 kHz.
 OFFICIAL_SAMPLE_RATE = 32000
 _BACKBONE_PREFIXES = ("module.", "backbone.", "encoder.")
@@ -32,7 +33,7 @@ _BACKBONE_PREFIXES = ("module.", "backbone.", "encoder.")
 
 @dataclass
 class LoadedEncoder:
-    encoder: AudioViT
+    encoder: AudioEncoder
     frontend: FrontendConfig
     source: str                       # "export" | "lightning" | "official" | "state_dict"
     meta: dict[str, Any] = field(default_factory=dict)
@@ -61,13 +62,14 @@ def _atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, handle)
 
 
-def save_encoder(path: str | Path, encoder: AudioViT, frontend: FrontendConfig,
+def save_encoder(path: str | Path, encoder: AudioEncoder, frontend: FrontendConfig,
                  meta: Mapping[str, Any] | None = None) -> Path:
     """Write weights + everything needed to rebuild encoder and frontend; loadable with weights_only=True."""
     path = Path(path)
     payload = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
+        "arch": encoder.arch,
         "encoder": dataclasses.asdict(encoder.config),
         "frontend": dataclasses.asdict(frontend),
         "state_dict": {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
@@ -109,26 +111,45 @@ def load_encoder(path: str | Path, *, which: str = "teacher", sample_rate: int |
 
 def _from_export(path: Path, data: Mapping[str, Any]) -> LoadedEncoder:
     version = data.get("version")
-    if version != EXPORT_VERSION:
-        raise AsitError(f"checkpoint {path} has export version {version}; this asit-hear reads {EXPORT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise AsitError(f"checkpoint {path} has export version {version}; this asit-hear reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}")
     from .config import from_dict
-    encoder = AudioViT(from_dict(EncoderConfig, data["encoder"], "encoder."))
+    for key in ("encoder", "state_dict", "frontend"):
+        if not isinstance(data.get(key), Mapping):
+            raise AsitError(f"checkpoint {path} is an encoder export without its '{key}' entry")
+    arch = data.get("arch", data["encoder"].get("arch", "vit"))
+    if arch not in ARCHS:
+        raise AsitError(f"checkpoint {path}: arch {arch!r} is not a registered encoder ({', '.join(ARCHS)})")
+    encoder = _build(path, {**data["encoder"], "arch": arch})
     _load_strict(path, encoder, data["state_dict"])
     return LoadedEncoder(encoder, from_dict(FrontendConfig, data["frontend"], "frontend."), "export",
                          dict(data.get("meta", {})))
 
 
+def _build(path: Path, config: Mapping[str, Any]) -> AudioEncoder:
+    try:
+        return build_encoder(config)
+    except AsitError as exc:
+        raise AsitError(f"checkpoint {path}: {exc}") from None
+
+
 def _from_lightning(path: Path, data: Mapping[str, Any], which: str) -> LoadedEncoder:
-    from .pretrain import PretrainConfig, PretrainModule, load_pretrain_config_dict
+    """The objective's networks are rebuilt from the stored config (no Lightning module) and loaded strictly."""
+    from .objectives import build_objective
+    from .pretrain import PretrainConfig, load_pretrain_config_dict
     hparams = data.get("hyper_parameters", {})
     if "config" not in hparams:
         raise AsitError(f"checkpoint {path} is a Lightning checkpoint without an asit-hear pretraining config")
-    config: PretrainConfig = load_pretrain_config_dict(hparams["config"])
-    module = PretrainModule(config)
-    missing, unexpected = module.load_state_dict(data["state_dict"], strict=False)
-    if missing or unexpected:
-        raise AsitError(_mismatch_message(path, missing, unexpected))
-    encoder = module.objective.export_encoder() if which == "teacher" else getattr(module.objective, "student")
+    try:
+        config: PretrainConfig = load_pretrain_config_dict(hparams["config"])
+        objective = build_objective(config.objective, config.encoder)
+    except AsitError as exc:
+        raise AsitError(f"checkpoint {path}: {exc}") from None
+    prefix = "objective."
+    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+    _load_strict(path, objective, state)
+    encoder = objective.export_encoder(which)
     meta = {"epoch": data.get("epoch"), "global_step": data.get("global_step"), "which": which,
             "objective": config.objective.get("name")}
     return LoadedEncoder(encoder, config.frontend, "lightning", meta)
@@ -194,7 +215,7 @@ def _from_state_dict(path: Path, state: Mapping[str, Any], source: str, frontend
     return LoadedEncoder(encoder, frontend, source, meta or {})
 
 
-def _load_strict(path: Path, encoder: AudioViT, state: Mapping[str, torch.Tensor]) -> None:
+def _load_strict(path: Path, encoder: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     expected = encoder.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -222,12 +243,11 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
         info.update(kind="lightning pretraining checkpoint", epoch=data.get("epoch"),
                     global_step=data.get("global_step"), lightning=data.get("pytorch-lightning_version"))
     loaded = load_encoder(path)
-    cfg = loaded.encoder.config
     info.setdefault("kind", {"export": "exported encoder", "official": "official ASiT checkpoint",
                              "state_dict": "bare backbone state dict"}.get(loaded.source, loaded.source))
     info.update(
-        encoder=f"ViT {cfg.size}: dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, "
-                f"patch {cfg.patch_size}, trained on {cfg.trained_frames} frames x {cfg.num_mel_bins} mel",
+        arch=loaded.encoder.arch,
+        encoder=loaded.encoder.describe(),
         parameters=sum(p.numel() for p in loaded.encoder.parameters()),
         frontend=dataclasses.asdict(loaded.frontend),
         meta=loaded.meta,

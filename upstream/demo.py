@@ -15,7 +15,9 @@ from typing import Any, Callable
 from .errors import AsitError
 from .pretrain import load_pretrain_config, read_metrics, run_pretraining
 
-LOSS_TERMS = ("recon", "local", "global", "loss")
+# loss terms each demo objective logs (first -> last epoch shown by the demo)
+LOSS_TERMS = {"asit": ("recon", "local", "global", "loss"),
+              "wav2vec2_conformer": ("contrastive", "diversity", "feature_penalty", "loss")}
 
 
 @dataclass
@@ -26,6 +28,7 @@ class DemoContext:
     corpus: Any = None                       # tasks.corpus.CorpusPaths
     encoder: Path | None = None              # the exported ASiT encoder
     pretrain_run: Path | None = None
+    conformer: Path | None = None            # the exported wav2vec 2.0 conformer encoder
     report: dict[str, Any] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
@@ -40,28 +43,39 @@ def stage_corpus(ctx: DemoContext) -> None:
     ctx.log(f"corpus ready at {ctx.corpus.root} ({time.time() - started:.0f} s)")
 
 
-def stage_pretrain(ctx: DemoContext) -> None:
-    run_dir = ctx.out_dir / "pretrain"
+def _pretrain(ctx: DemoContext, config_name: str, folder: str, overrides: list[str], report_key: str) -> Path:
+    """Pretrain (or find) one demo encoder; log and report each loss term's first and last epoch."""
+    run_dir = ctx.out_dir / folder
     encoder = run_dir / "encoder.pt"
+    config = load_pretrain_config(config_name, [f"data.source={ctx.corpus.unlabeled}", f"run_dir={run_dir}",
+                                                f"seed={ctx.seed}", *overrides])
     if not encoder.is_file():
-        config = load_pretrain_config("demo_tiny", [f"data.source={ctx.corpus.unlabeled}", f"run_dir={run_dir}",
-                                                    f"seed={ctx.seed}", *ctx.pretrain_overrides])
-        ctx.log(f"pretraining a {config.encoder.depth}-block ViT-{config.encoder.size} ASiT for "
-                f"{config.trainer.max_epochs} epochs on {ctx.corpus.unlabeled}")
+        ctx.log(f"pretraining a {config.encoder.depth}-block {config.encoder.arch}-{config.encoder.size} with "
+                f"{config.objective['name']} for {config.trainer.max_epochs} epochs on {ctx.corpus.unlabeled}")
         run_pretraining(config, resume="auto")
-    ctx.pretrain_run, ctx.encoder = run_dir, encoder
-    ctx.report["pretrain"] = loss_summary(run_dir)
-    for term, row in ctx.report["pretrain"].items():
+    ctx.report[report_key] = loss_summary(run_dir, LOSS_TERMS[config.objective["name"]])
+    for term, row in ctx.report[report_key].items():
         trend = "fell" if row["last"] < row["first"] else "DID NOT FALL"
-        ctx.log(f"  {term:>6}: epoch 1 {row['first']:.4f} -> epoch {row['epochs']} {row['last']:.4f} ({trend})")
+        ctx.log(f"  {term:>15}: epoch 1 {row['first']:.4f} -> epoch {row['epochs']} {row['last']:.4f} ({trend})")
     ctx.log(f"encoder exported to {encoder}")
+    return encoder
 
 
-def loss_summary(run_dir: Path) -> dict[str, dict[str, float]]:
+def stage_pretrain(ctx: DemoContext) -> None:
+    ctx.encoder = _pretrain(ctx, "demo_tiny", "pretrain", ctx.pretrain_overrides, "pretrain")
+    ctx.pretrain_run = ctx.encoder.parent
+
+
+def stage_pretrain_conformer(ctx: DemoContext) -> None:
+    """The second seed method at the same kind of budget: a tiny conformer with the wav2vec 2.0 objective."""
+    ctx.conformer = _pretrain(ctx, "demo_conformer_tiny", "pretrain_conformer", [], "pretrain_conformer")
+
+
+def loss_summary(run_dir: Path, terms: tuple[str, ...] = LOSS_TERMS["asit"]) -> dict[str, dict[str, float]]:
     """First- and last-epoch mean of each loss term from the run's CSV logs."""
     metrics = read_metrics(run_dir)
     summary = {}
-    for term in LOSS_TERMS:
+    for term in terms:
         column = f"train/{term}_epoch"
         if column not in metrics:
             raise AsitError(f"{run_dir}: logs have no {column}")
@@ -86,6 +100,7 @@ def _stage(module: str, name: str) -> Stage:
 STAGES: list[tuple[str, Stage]] = [
     ("corpus", stage_corpus),
     ("pretrain", stage_pretrain),
+    ("pretrain_conformer", stage_pretrain_conformer),
     ("hear", _stage("asit_hear.demo_stage", "stage_hear")),
     ("s3prl", _stage("upstream.s3prl_upstream.demo", "stage_s3prl")),
     ("leaderboard", _stage("benchmarks.demo_stage", "stage_leaderboard")),

@@ -15,7 +15,9 @@ import torchaudio
 
 from .errors import AsitError
 
-# Paper, Table I: log-mel mean/std per dataset (AudioSet also for pretraining).
+# Paper, Table I: log-mel mean/std per dataset (AudioSet also for pretraining), for the 128-bin, 25 ms / 10 ms fbank
+# only (`TABLE_I_GEOMETRY`); other frontends (the conformer's 64-bin, 64 ms / 20 ms) estimate their own.
+TABLE_I_GEOMETRY = (128, 25.0, 10.0)
 DATASET_STATS: dict[str, tuple[float, float]] = {
     "audioset": (-4.268, 4.569),
     "esc50": (-6.627, 5.358),
@@ -44,7 +46,13 @@ class FrontendConfig:
     std_scale: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.stats == "estimate" and (self.mean is None or self.std is None):
+            return  # resolved from the training data by `asit pretrain` (estimate_stats) before any use
         if self.mean is None or self.std is None:
+            if self.stats in DATASET_STATS and not self.table_i_geometry:
+                raise AsitError(f"frontend.stats {self.stats!r} (paper Table I) holds statistics of the 128-bin "
+                                f"25/10 ms fbank, not of this {self.num_mel_bins}-bin {self.frame_length_ms:g}/"
+                                f"{self.frame_shift_ms:g} ms one; use stats: estimate or give frontend.mean/std")
             if self.stats not in DATASET_STATS:
                 raise AsitError(f"frontend.stats {self.stats!r} is not one of {', '.join(DATASET_STATS)}; "
                                 "give frontend.mean and frontend.std for custom statistics")
@@ -54,11 +62,19 @@ class FrontendConfig:
         if self.std <= 0:  # type: ignore[operator]
             raise AsitError(f"frontend.std must be positive, got {self.std}")
 
+    @property
+    def table_i_geometry(self) -> bool:
+        """Whether the paper's Table I statistics describe this fbank."""
+        return (self.num_mel_bins, float(self.frame_length_ms), float(self.frame_shift_ms)) == TABLE_I_GEOMETRY
+
     def with_stats(self, name: str) -> "FrontendConfig":
         """The same frontend normalised with a named dataset's statistics (Table I)."""
         if name not in DATASET_STATS:
             raise AsitError(f"unknown dataset statistics {name!r}; known: {', '.join(DATASET_STATS)}")
         return replace(self, stats=name, mean=None, std=None)
+
+    def with_estimate(self, mean: float, std: float) -> "FrontendConfig":
+        return replace(self, stats="estimate", mean=float(mean), std=float(std))
 
     @property
     def hop_samples(self) -> int:
@@ -110,6 +126,9 @@ class Frontend:
 
     def __init__(self, config: FrontendConfig | None = None) -> None:
         self.config = config or FrontendConfig()
+        if self.config.mean is None or self.config.std is None:
+            raise AsitError("frontend.stats: estimate has not been resolved (asit pretrain estimates it from the "
+                            "training data); give frontend.mean and frontend.std")
 
     def load(self, path: str | Path) -> torch.Tensor:
         """File -> mono waveform at the frontend's sample rate."""
@@ -144,6 +163,27 @@ class Frontend:
 
     def from_file(self, path: str | Path) -> torch.Tensor:
         return self(self.load(path))
+
+
+def estimate_stats(files: list[Path], config: FrontendConfig, max_files: int = 500, seed: int = 0
+                   ) -> tuple[float, float]:
+    """Mean and std of the raw log-mel fbank over (a seeded sample of at most `max_files` of) the files: the
+    normalisation statistics of a frontend for which the paper gives none."""
+    if not files:
+        raise AsitError("no audio files to estimate the frontend statistics from")
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:max_files]
+    frontend = Frontend(replace(config, stats="estimate", mean=0.0, std=1.0))
+    total, total_sq, count = 0.0, 0.0, 0
+    for index in order.tolist():
+        fb = frontend.fbank(frontend.load(files[index])).double()
+        total += float(fb.sum())
+        total_sq += float((fb * fb).sum())
+        count += fb.numel()
+    mean = total / count
+    std = max(total_sq / count - mean * mean, 0.0) ** 0.5
+    if not std > 0:
+        raise AsitError(f"the fbank of the {len(order)} sampled files is constant: cannot normalise by its std")
+    return mean, std
 
 
 def pad_or_crop(features: torch.Tensor, frames: int, offset: int = 0) -> torch.Tensor:

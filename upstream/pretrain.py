@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,15 +16,15 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 
 from .checkpoint import save_encoder
 from .config import deep_merge, from_dict, load_config_file, parse_overrides
-from .encoder import EncoderConfig
+from .encoders import EncoderConfig, encoder_config_from_dict
 from .errors import AsitError
-from .frontend import FrontendConfig
+from .frontend import FrontendConfig, estimate_stats
 from .objectives import build_objective
-from .pretrain_data import DataConfig, PretrainDataModule
+from .pretrain_data import DataConfig, PretrainDataModule, list_audio
 from .rng import collect_rng_states, restore_rng_states
 from .schedules import TrainingProgress, cosine
 
@@ -37,11 +38,14 @@ class OptimConfig:
     weight_decay_end: float = 0.4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     clip_grad: float = 3.0         # total-norm clipping (0 disables)
+    schedule: str = "cosine"       # lr after warm-up: cosine to min_lr | linear to min_lr (timm PolyLRScheduler)
+    warmup_steps: int = 0          # > 0: warm-up length in optimizer steps instead of warmup_epochs
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
     max_epochs: int = 100
+    max_steps: int = -1            # > 0: stop after this many optimizer steps (schedules span them)
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1
@@ -58,7 +62,7 @@ class PretrainConfig:
     seed: int = 0
     run_dir: str = "runs/pretrain"
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder: Any = field(default_factory=EncoderConfig)     # any registered arch's config (`encoder.arch`)
     objective: dict[str, Any] = field(default_factory=lambda: {"name": "asit"})
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -67,11 +71,17 @@ class PretrainConfig:
 
 def load_pretrain_config_dict(data: Mapping[str, Any]) -> PretrainConfig:
     config = from_dict(PretrainConfig, data)
+    encoder = encoder_config_from_dict(config.encoder)
     frames = config.data.crop_frames
-    if frames % config.encoder.patch_size:
-        raise AsitError(f"data.crop_frames {frames} must be a multiple of encoder.patch_size "
-                        f"{config.encoder.patch_size}")
-    return dataclasses.replace(config, encoder=config.encoder.resolved())
+    if frames % encoder.frames_per_step:
+        raise AsitError(f"data.crop_frames {frames} must be a multiple of the {encoder.arch} encoder's "
+                        f"{encoder.frames_per_step} frames per step")
+    if config.optim.schedule not in ("cosine", "linear"):
+        raise AsitError(f"optim.schedule must be cosine or linear, got {config.optim.schedule!r}")
+    if config.frontend.num_mel_bins != encoder.num_mel_bins:
+        raise AsitError(f"frontend.num_mel_bins {config.frontend.num_mel_bins} differs from encoder.num_mel_bins "
+                        f"{encoder.num_mel_bins}")
+    return dataclasses.replace(config, encoder=encoder)
 
 
 def load_pretrain_config(name_or_path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
@@ -116,8 +126,10 @@ class PretrainModule(L.LightningModule):
             lr=lr, betas=tuple(cfg.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, int(self.trainer.num_training_batches))
-        warmup = min(int(round(cfg.warmup_epochs * per_epoch)), total - 1)
-        self.lr_scheduler = CosineLRScheduler(
+        warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else int(round(cfg.warmup_epochs * per_epoch))
+        warmup = min(warmup, total - 1)
+        scheduler = {"cosine": CosineLRScheduler, "linear": partial(PolyLRScheduler, power=1.0)}[cfg.schedule]
+        self.lr_scheduler = scheduler(
             optimizer, t_initial=max(1, total - warmup), lr_min=cfg.min_lr, warmup_t=warmup, warmup_lr_init=0.0,
             warmup_prefix=True, t_in_epochs=False)
         return optimizer
@@ -193,7 +205,7 @@ def build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: list[C
     # every (re)start logs to a new logs/version_N so a resume never overwrites earlier metrics
     loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
     return L.Trainer(
-        max_epochs=tcfg.max_epochs, accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes,
+        max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps, accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes,
         strategy=tcfg.strategy, precision=tcfg.precision, log_every_n_steps=tcfg.log_every_n_steps,
         limit_train_batches=tcfg.limit_train_batches, gradient_clip_val=config.optim.clip_grad or None,
         callbacks=callbacks, logger=loggers, default_root_dir=run_dir, use_distributed_sampler=False,
@@ -219,11 +231,24 @@ def resolve_resume(run_dir: Path, resume: str | None) -> str | None:
     return resume
 
 
+def resolve_frontend_stats(config: PretrainConfig) -> PretrainConfig:
+    """`frontend.stats: estimate` -> mean/std of the training data's fbank, stored in config.yaml and the export."""
+    frontend = config.frontend
+    if frontend.stats != "estimate" or (frontend.mean is not None and frontend.std is not None):
+        return config
+    files = list_audio(config.data.source, config.data.root, config.data.extensions)
+    mean, std = estimate_stats(files, frontend, seed=config.seed)
+    print(f"frontend statistics estimated from {min(len(files), 500)} clip(s) of {config.data.source}: "
+          f"mean {mean:.4f}, std {std:.4f}")
+    return dataclasses.replace(config, frontend=frontend.with_estimate(mean, std))
+
+
 def run_pretraining(config: PretrainConfig, resume: str | None = None,
                     extra_callbacks: list[Callback] | None = None) -> Path:
     """Train, checkpoint every epoch (`checkpoints/last.ckpt` resumes exactly) and export `encoder.pt`."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    config = resolve_frontend_stats(config)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = PretrainModule(config)

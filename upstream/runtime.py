@@ -1,12 +1,18 @@
-"""The encoder runtime: waveforms of any length -> per-layer features, shared by HEAR, s3prl, probes and demos.
+"""The encoder runtime: waveforms of any length -> per-layer features, shared by HEAR, s3prl, probes, finetuning and
+demos, for every registered encoder (upstream.encoders).
 
 Each clip is turned into a normalised fbank by the shared `Frontend`, cut into chunks of `chunk_frames` (default:
-the length the encoder was pretrained on), the last chunk zero-padded (the normalised mean, as in pretraining).
-Chunks of all clips are encoded in mini-batches of at most `max_batch_chunks`, so memory is bounded and cost grows
-linearly with duration. A clip's result never depends on the other clips of a batch.
+the length the encoder was pretrained on). The last (or only) chunk is zero-padded (zero = the normalised mean, as
+in pretraining) either to the whole chunk length (`padding: chunk`) or only to the next whole encoder step
+(`padding: step`, so a 1 s clip costs 1 s of compute). Chunks of equal length are encoded together in mini-batches
+of at most `max_batch_chunks`, so memory is bounded, cost grows linearly with duration, and a clip's result never
+depends on the other clips of a batch.
 
-Per time step the runtime returns one vector per patch *column* (16 frames = 160 ms): the mean of the column's
-frequency-patch tokens. Column c covers frames [16c, 16c + 16); its centre is at 160·c + 87.5 ms.
+Per time step (a ViT's patch *column* of 16 frames = 160 ms, a conformer's 4 stacked frames = 80 ms) the runtime
+returns one vector: the mean of the step's tokens (`columns: mean`; a ViT column holds 8 frequency patches) or
+their concatenation (`columns: concat`, [G·D], keeping the band structure as M2D / BYOL-A / EVAR do). Step c covers
+frames [c·p, c·p + p). Scene vectors pool a clip's valid steps (`pooling`: mean, max, mean+max) or take the CLS
+token of encoders that have one (averaged over chunks, each weighted by the frames of audio it holds).
 """
 
 from __future__ import annotations
@@ -19,17 +25,86 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .encoder import AudioViT
+from .encoders import AudioEncoder
 from .errors import AsitError
 from .frontend import Frontend, FrontendConfig, pad_or_crop
+
+POOLINGS = ("mean", "max", "mean+max", "cls", "mean+cls")
+COLUMNS = ("mean", "concat")
+PADDINGS = ("chunk", "step")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How the runtime turns an encoder's tokens into features; the same names in HEAR's model options, s3prl's
+    `-g` file, probe recipes and finetuning recipes."""
+
+    pooling: str = "mean"               # scene vector: mean | max | mean+max over steps, cls | mean+cls
+    columns: str = "mean"               # one step's tokens: mean -> D features | concat -> G·D
+    chunk_frames: int | None = None     # frames per encoder pass (default: the encoder's trained length)
+    padding: str = "chunk"              # last chunk padded to chunk_frames | to the next whole step
+    precision: str = "fp32"             # fp32 | bf16 (autocast; outputs are float32 either way)
+    max_batch_chunks: int = 32          # chunks per encoder call (bounds memory)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("pooling", POOLINGS), ("columns", COLUMNS), ("padding", PADDINGS),
+                              ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise AsitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.chunk_frames is not None and self.chunk_frames <= 0:
+            raise AsitError(f"chunk_frames must be positive, got {self.chunk_frames}")
+        if self.max_batch_chunks < 1:
+            raise AsitError(f"max_batch_chunks must be at least 1, got {self.max_batch_chunks}")
+
+    def runtime_options(self) -> "RuntimeOptions":
+        """The runtime's own fields of an options type that extends them (HEAR's, the s3prl expert's)."""
+        return RuntimeOptions(**{name: getattr(self, name) for name in RuntimeOptions.__dataclass_fields__})
+
+
+def step_vectors(steps: torch.Tensor, columns: str) -> torch.Tensor:
+    """[B, S, G, D] tokens -> [B, S, D] (mean over the step's G tokens) or [B, S, G·D] (concatenated)."""
+    if columns == "mean":
+        return steps.mean(dim=2)
+    if columns == "concat":
+        return steps.flatten(2)
+    raise AsitError(f"columns must be one of {', '.join(COLUMNS)}, got {columns!r}")
+
+
+def pool_scene(vectors: torch.Tensor, valid: torch.Tensor | None, cls: torch.Tensor | None,
+               pooling: str) -> torch.Tensor:
+    """Step vectors [B, S, D'] (valid: bool [B, S], None = all) -> one scene vector per clip."""
+    if pooling not in POOLINGS:
+        raise AsitError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if "cls" in pooling and cls is None:
+        raise AsitError(f"pooling {pooling!r} needs a CLS token, and this encoder has none (use mean)")
+    if valid is None:
+        valid = torch.ones(vectors.shape[:2], dtype=torch.bool, device=vectors.device)
+    weights = valid.to(vectors.dtype)[..., None]
+    mean = (vectors * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    if pooling == "mean":
+        return mean
+    if pooling == "cls":
+        return cls  # type: ignore[return-value]
+    if pooling == "mean+cls":
+        return torch.cat([mean, cls], dim=-1)  # type: ignore[list-item]
+    peak = vectors.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
+    return peak if pooling == "max" else torch.cat([mean, peak], dim=-1)
+
+
+def scene_dim(encoder: AudioEncoder, pooling: str, columns: str) -> int:
+    """Size of one layer's scene vector under these options."""
+    step = int(encoder.embed_dim) * (encoder.tokens_per_step if columns == "concat" else 1)
+    return {"mean": step, "max": step, "mean+max": 2 * step, "cls": int(encoder.embed_dim),
+            "mean+cls": step + int(encoder.embed_dim)}[pooling]
 
 
 @dataclass
 class RuntimeOutput:
-    hidden_states: list[torch.Tensor]   # per requested layer: [B, C, D], zero beyond num_columns
-    cls: list[torch.Tensor]             # per requested layer: [B, D], CLS token averaged over a clip's chunks
-    layers: list[int]                   # which layers (0 = embeddings, depth = final normalised block)
-    num_columns: torch.Tensor           # [B] valid columns per clip
+    hidden_states: list[torch.Tensor]   # per requested layer: [B, C, D'], zero beyond num_columns
+    cls: list[torch.Tensor] | None      # per requested layer: [B, D], frame-weighted over chunks (CLS encoders)
+    layers: list[int]                   # which layers (0 = embeddings, depth = final block)
+    num_columns: torch.Tensor           # [B] valid steps per clip
     num_frames: torch.Tensor            # [B] fbank frames per clip
 
     def layer(self, index: int) -> int:
@@ -44,27 +119,38 @@ class RuntimeOutput:
         width = self.hidden_states[0].shape[1]
         return torch.arange(width, device=self.num_columns.device)[None, :] < self.num_columns[:, None]
 
+    def scene(self, layer: int = -1, pooling: str = "mean") -> torch.Tensor:
+        """One vector per clip from a layer's valid steps (or its CLS token): [B, D'] (mean+max: 2·D')."""
+        position = self.layer(layer)
+        cls = self.cls[position] if self.cls is not None else None
+        return pool_scene(self.hidden_states[position], self.column_mask(), cls, pooling)
+
     def mean_pooled(self, layer: int = -1) -> torch.Tensor:
-        """Mean over a clip's valid columns (= the mean of its patch tokens): [B, D]."""
-        states = self.hidden_states[self.layer(layer)]
-        mask = self.column_mask().to(states.dtype)[..., None]
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        """Mean over a clip's valid steps: [B, D']."""
+        return self.scene(layer, "mean")
 
 
 class EncoderRuntime(nn.Module):
-    def __init__(self, encoder: AudioViT, frontend: FrontendConfig, chunk_frames: int | None = None,
-                 max_batch_chunks: int = 32, precision: str = "fp32") -> None:
+    def __init__(self, encoder: AudioEncoder, frontend: FrontendConfig, options: RuntimeOptions | None = None
+                 ) -> None:
         super().__init__()
         self.encoder = encoder.eval()
         self.frontend = Frontend(frontend)
-        patch = encoder.config.patch_size
-        self.chunk_frames = int(chunk_frames or encoder.config.trained_frames)
-        if self.chunk_frames <= 0 or self.chunk_frames % patch:
-            raise AsitError(f"chunk_frames {self.chunk_frames} must be a positive multiple of {patch}")
-        if precision not in ("fp32", "bf16"):
-            raise AsitError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        self.precision = precision
-        self.max_batch_chunks = max(1, int(max_batch_chunks))
+        self.options = options = options or RuntimeOptions()
+        if frontend.num_mel_bins != encoder.num_mel_bins:
+            raise AsitError(f"the frontend computes {frontend.num_mel_bins} mel bins but the {encoder.arch} encoder "
+                            f"takes {encoder.num_mel_bins}")
+        step = encoder.frames_per_step
+        self.chunk_frames = int(options.chunk_frames or encoder.trained_frames)
+        if self.chunk_frames % step:
+            raise AsitError(f"chunk_frames {self.chunk_frames} must be a positive multiple of {step}")
+        if options.pooling in ("cls", "mean+cls") and not encoder.has_cls:
+            raise AsitError(f"pooling {options.pooling!r} needs a CLS token, and the {encoder.arch} encoder has "
+                            "none (use mean, max or mean+max)")
+
+    @property
+    def precision(self) -> str:
+        return self.options.precision
 
     @property
     def sample_rate(self) -> int:
@@ -72,22 +158,24 @@ class EncoderRuntime(nn.Module):
 
     @property
     def depth(self) -> int:
-        return len(self.encoder.blocks)
+        return self.encoder.depth
 
     @property
     def embed_dim(self) -> int:
-        return int(self.encoder.embed_dim)
+        """Features per step (and per mean-pooled scene vector) under the `columns` option."""
+        groups = self.encoder.tokens_per_step if self.options.columns == "concat" else 1
+        return int(self.encoder.embed_dim) * groups
 
     @property
     def frames_per_column(self) -> int:
-        return self.encoder.config.patch_size
+        return self.encoder.frames_per_step
 
     @property
     def column_hop_ms(self) -> float:
         return self.frames_per_column * self.frontend.config.frame_shift_ms
 
     def column_centers_ms(self, num_columns: int) -> torch.Tensor:
-        """Centre time (ms) of each column: the midpoint between its first and last frame centres."""
+        """Centre time (ms) of each step: the midpoint between its first and last frame centres."""
         p = self.frames_per_column
         centres = self.frontend.config.frame_centers_ms(num_columns * p)
         return centres.reshape(num_columns, p).mean(dim=1)
@@ -121,49 +209,65 @@ class EncoderRuntime(nn.Module):
     def resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
         return resolve_layers(layers, self.depth)
 
+    def _chunks(self, feats: Sequence[torch.Tensor]) -> list[tuple[int, torch.Tensor, int]]:
+        """(clip, padded chunk [frames, F], frames of audio in it) covering every clip."""
+        step, chunk = self.frames_per_column, self.chunk_frames
+        out = []
+        for clip, fb in enumerate(feats):
+            total = fb.shape[0]
+            for c in range(max(1, math.ceil(total / chunk))):
+                held = min(chunk, total - c * chunk)
+                length = chunk if self.options.padding == "chunk" else step * math.ceil(max(held, 1) / step)
+                out.append((clip, pad_or_crop(fb, length, c * chunk), held))
+        return out
+
     def forward_features(self, feats: Sequence[torch.Tensor], layers: list[int]) -> RuntimeOutput:
         """Normalised fbanks [T_i, F] -> `RuntimeOutput` (the chunked, batch-invariant encoder pass).
 
         Runs in the caller's grad mode (s3prl finetunes through it); `forward` is the no-grad inference entry."""
-        p, chunk = self.frames_per_column, self.chunk_frames
-        cols_per_chunk = chunk // p
+        p = self.frames_per_column
         device = feats[0].device
-        chunks, owners = [], []
-        num_frames = torch.tensor([f.shape[0] for f in feats], device=device)
-        for clip, fb in enumerate(feats):
-            n_chunks = max(1, math.ceil(fb.shape[0] / chunk))
-            for c in range(n_chunks):
-                chunks.append(pad_or_crop(fb, chunk, c * chunk))
-                owners.append(clip)
+        chunks = self._chunks(feats)
+        by_length: dict[int, list[int]] = {}
+        for index, (_, chunk, _) in enumerate(chunks):
+            by_length.setdefault(chunk.shape[0], []).append(index)
         last_needed = max(layers)
-        per_layer_cols: list[list[torch.Tensor]] = [[] for _ in layers]
-        per_layer_cls: list[list[torch.Tensor]] = [[] for _ in layers]
-        for start in range(0, len(chunks), self.max_batch_chunks):
-            batch = torch.stack(chunks[start:start + self.max_batch_chunks]).unsqueeze(1)
-            with self._autocast(batch.device):
-                states = self.encoder.forward_hidden_states(batch, last=last_needed)
-            for i, layer in enumerate(layers):
-                tokens = states[layer].float()
-                cols = tokens[:, 1:].reshape(tokens.shape[0], cols_per_chunk, -1, tokens.shape[-1]).mean(dim=2)
-                per_layer_cols[i].append(cols)
-                per_layer_cls[i].append(tokens[:, 0])
-        owner = torch.tensor(owners, device=device)
+        slots: list[list[torch.Tensor | None]] = [[None] * len(chunks) for _ in layers]
+        cls_slots: list[list[torch.Tensor | None]] = [[None] * len(chunks) for _ in layers]
+        for indices in by_length.values():
+            for start in range(0, len(indices), self.options.max_batch_chunks):
+                part = indices[start:start + self.options.max_batch_chunks]
+                batch = torch.stack([chunks[i][1] for i in part])
+                with self._autocast(batch.device):
+                    states = self.encoder.forward_steps(batch, last=last_needed)
+                for li, layer in enumerate(layers):
+                    vectors = step_vectors(states.steps[layer].float(), self.options.columns)
+                    for row, i in enumerate(part):
+                        slots[li][i] = vectors[row]
+                        if states.cls is not None:
+                            cls_slots[li][i] = states.cls[layer][row].float()
+        num_frames = torch.tensor([f.shape[0] for f in feats], device=device)
         num_columns = torch.div(num_frames + p - 1, p, rounding_mode="floor").clamp(min=1)
         width = int(num_columns.max())
-        hidden, cls = [], []
-        for i in range(len(layers)):
-            cols = torch.cat(per_layer_cols[i])                      # [n_chunks, cols_per_chunk, D]
-            cls_all = torch.cat(per_layer_cls[i])                    # [n_chunks, D]
-            out = cols.new_zeros(len(feats), width, cols.shape[-1])
-            clip_cls = cls_all.new_zeros(len(feats), cls_all.shape[-1])
-            for clip in range(len(feats)):
-                mine = owner == clip
-                seq = cols[mine].reshape(-1, cols.shape[-1])[: int(num_columns[clip])]
+        held = torch.tensor([float(c[2]) for c in chunks], device=device).clamp(min=1.0)
+        per_clip = [[i for i, c in enumerate(chunks) if c[0] == clip] for clip in range(len(feats))]
+        hidden, clip_cls = [], []
+        for li in range(len(layers)):
+            first = slots[li][0]
+            assert first is not None
+            out = torch.zeros(len(feats), width, first.shape[-1], device=device, dtype=first.dtype)
+            weighted_cls = []
+            for clip, mine in enumerate(per_clip):
+                seq = torch.cat([slots[li][i] for i in mine])[: int(num_columns[clip])]  # type: ignore[misc]
                 out[clip, : seq.shape[0]] = seq
-                clip_cls[clip] = cls_all[mine].mean(dim=0)
+                if cls_slots[li][0] is not None:
+                    w = held[mine]
+                    tokens = torch.stack([cls_slots[li][i] for i in mine])  # type: ignore[misc]
+                    weighted_cls.append((tokens * w[:, None]).sum(0) / w.sum())
             hidden.append(out)
-            cls.append(clip_cls)
-        return RuntimeOutput(hidden, cls, layers, num_columns, num_frames)
+            if weighted_cls:
+                clip_cls.append(torch.stack(weighted_cls))
+        return RuntimeOutput(hidden, clip_cls or None, layers, num_columns, num_frames)
 
 
 def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
@@ -179,13 +283,10 @@ def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
     return resolved
 
 
-def load_runtime(path: str, *, chunk_frames: int | None = None, precision: str = "fp32", device: str = "cpu",
-                 which: str = "teacher", sample_rate: int | None = None, max_batch_chunks: int = 32
-                 ) -> EncoderRuntime:
+def load_runtime(path: str, options: RuntimeOptions | None = None, *, device: str = "cpu",
+                 which: str = "teacher", sample_rate: int | None = None) -> EncoderRuntime:
     """Any supported encoder file (export, Lightning checkpoint, official ASiT) -> a ready runtime."""
     from .checkpoint import load_encoder
 
     loaded = load_encoder(path, which=which, sample_rate=sample_rate)
-    runtime = EncoderRuntime(loaded.encoder, loaded.frontend, chunk_frames=chunk_frames,
-                             max_batch_chunks=max_batch_chunks, precision=precision)
-    return runtime.to(device).eval()
+    return EncoderRuntime(loaded.encoder, loaded.frontend, options).to(device).eval()

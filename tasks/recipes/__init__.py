@@ -19,6 +19,7 @@ import yaml
 
 from upstream.config import deep_merge, from_dict, load_inheriting, parse_overrides
 from upstream.errors import AsitError
+from upstream.runtime import COLUMNS, POOLINGS, RuntimeOptions
 
 RECIPES_DIR = Path(__file__).parent
 MODES = ("finetune", "probe")
@@ -56,7 +57,8 @@ class FinetuneRecipe:
     label_smoothing: float = 0.0
     sampler: str = "uniform"            # uniform | weighted (AST/PANNs label-frequency weights)
     # model
-    pooling: str = "mean"               # mean (patch tokens) | cls | mean+cls
+    pooling: str = "mean"               # runtime scene pooling of the last layer: mean | max | mean+max | cls | mean+cls
+    columns: str = "mean"               # runtime step vector: mean of a step's tokens | concat
     drop_path: float = 0.1
     # optimisation
     epochs: int = 60
@@ -82,7 +84,8 @@ class FinetuneRecipe:
         _choice("train_crop", self.train_crop, ("random", "start"))
         _choice("loss", self.loss, ("ce", "bce"))
         _choice("sampler", self.sampler, ("uniform", "weighted"))
-        _choice("pooling", self.pooling, ("mean", "cls", "mean+cls"))
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("columns", self.columns, COLUMNS)
         _choice("select", self.select, ("last", "best_valid"))
         for name in ("train_frames", "eval_frames", "epochs", "batch_size", "lr"):
             _positive(name, getattr(self, name))
@@ -105,8 +108,10 @@ class ProbeRecipe:
     mode: str = "probe"
     dataset: dict[str, Any] = field(default_factory=dict)
     # embeddings (EncoderRuntime)
-    layer: int = -1                     # 0 = patch embeddings … depth = final normalised block; negative from the end
-    pooling: str = "mean"               # mean (of the layer's patch tokens) | cls
+    layer: int = -1                     # 0 = input embeddings … depth = final block; negative from the end
+    pooling: str = "mean"               # runtime scene pooling: mean | max | mean+max (of step vectors) | cls | mean+cls
+    columns: str = "mean"               # runtime step vector: mean of a step's tokens | concat (ViT: 8 bands x D)
+    padding: str = "chunk"              # runtime: last chunk padded to chunk_frames | to the next whole step
     chunk_frames: int | None = None     # None: the encoder's pretraining length
     precision: str = "fp32"             # fp32 | bf16
     sample_rate: int | None = None      # None: the checkpoint's frontend rate
@@ -129,8 +134,18 @@ class ProbeRecipe:
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, ("probe",))
-        _choice("pooling", self.pooling, ("mean", "cls"))
-        _choice("precision", self.precision, ("fp32", "bf16"))
+        self.runtime_options()  # the runtime's own checks, named as recipe keys
+        self._checks()
+
+    def runtime_options(self) -> RuntimeOptions:
+        try:
+            return RuntimeOptions(pooling=self.pooling, columns=self.columns, padding=self.padding,
+                                  chunk_frames=self.chunk_frames, precision=self.precision,
+                                  max_batch_chunks=32)
+        except AsitError as exc:
+            raise AsitError(f"recipe {exc}") from None
+
+    def _checks(self) -> None:
         _choice("classifier", self.classifier, ("logistic", "mlp"))
         if not self.C or any(c <= 0 for c in self.C):
             raise AsitError(f"recipe C must be a non-empty list of positive numbers, got {self.C}")

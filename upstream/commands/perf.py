@@ -7,25 +7,46 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "small", "base"], choices=["tiny", "small", "base"])
+    # only `asit perf` imports this module, so the model table is read from its one place
+    from benchmarks.perf import MODELS, SIZE_ALIASES
+
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None,
+                        help="benchmark models (default: every model, or only those --sizes names)")
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZE_ALIASES), default=None,
+                        help="old spelling of --models vit-<size>; adds to --models")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     parser.add_argument("--benches", nargs="+", default=["inference", "scaling", "pretrain"],
                         choices=["inference", "scaling", "pretrain"])
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length for the inference benchmark")
     parser.add_argument("--batch", type=int, default=8, help="clips per inference call")
+    parser.add_argument("--padding", default="chunk", choices=["chunk", "step"],
+                        help="the runtime's padding option for inference and scaling")
     parser.add_argument("--train-batch", type=int, default=8, help="clips per pretraining step (paper: 40/GPU)")
-    parser.add_argument("--train-frames", type=int, default=592, help="crop length of the pretraining step")
+    parser.add_argument("--train-frames", type=int, default=None,
+                        help="crop length of the pretraining step in each model's own frames (default: the "
+                             "model's crop, ViT 592 x 10 ms, conformer 500 x 20 ms)")
     parser.add_argument("--durations", nargs="+", type=float, default=[1.0, 10.0, 60.0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/perf.json")
 
 
+def selected_models(args: argparse.Namespace) -> list[str]:
+    """--models plus the vit-* of --sizes, in that order; all of MODELS when neither is given."""
+    from benchmarks.perf import MODELS, SIZE_ALIASES
+
+    models = list(args.models or [])
+    for size in args.sizes or []:
+        if SIZE_ALIASES[size] not in models:
+            models.append(SIZE_ALIASES[size])
+    return models or list(MODELS)
+
+
 def run(args: argparse.Namespace) -> int:
     from benchmarks.perf import run_perf
 
-    run_perf(args.sizes, args.precisions, args.device, Path(args.out), seconds=args.seconds, batch=args.batch,
-             train_batch=args.train_batch, train_frames=args.train_frames, repeats=args.repeats,
-             durations=args.durations, benches=tuple(args.benches))
+    run_perf(selected_models(args), args.precisions, args.device, Path(args.out), seconds=args.seconds,
+             batch=args.batch, train_batch=args.train_batch, train_frames=args.train_frames, repeats=args.repeats,
+             durations=args.durations, benches=tuple(args.benches), padding=args.padding)
     print(f"asit perf: wrote {args.out}")
     return 0

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import torch
 
 from ..config import from_dict
-from ..encoder import AudioViT, EncoderConfig
+from ..encoders import AudioViT, EncoderConfig
 from ..errors import AsitError
 from ..heads import ProjectionHead, ReconstructionHead
 from ..losses import CenteredDistillation, global_loss, local_loss, masked_l1
@@ -73,7 +73,9 @@ class ASiTObjective(PretrainObjective):
             p.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, params: Mapping[str, Any], encoder: EncoderConfig) -> "ASiTObjective":
+    def from_config(cls, params: Mapping[str, Any], encoder: Any) -> "ASiTObjective":
+        if not isinstance(encoder, EncoderConfig):
+            raise AsitError(f"objective asit trains a ViT; encoder.arch is {encoder.arch!r}")
         return cls(from_dict(ASiTConfig, params, "objective."), encoder)
 
     def view_transform(self) -> ViewTransform:
@@ -131,8 +133,8 @@ class ASiTObjective(PretrainObjective):
             torch._foreach_mul_(t_params, m)
             torch._foreach_add_(t_params, s_params, alpha=1.0 - m)
 
-    def export_encoder(self) -> AudioViT:
-        return self.teacher
+    def export_encoder(self, which: str = "teacher") -> AudioViT:
+        return self.teacher if which == "teacher" else self.student
 
     def metrics(self, progress: TrainingProgress) -> dict[str, float]:
         return {"teacher_momentum": self.teacher_momentum(progress), "teacher_temp": self.teacher_temp(progress)}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..encoder import AudioViT, EncoderConfig
+from ..encoders import AudioEncoder
 from ..schedules import TrainingProgress
 
 ViewTransform = Callable[[torch.Tensor, np.random.Generator], dict[str, torch.Tensor]]
@@ -24,7 +24,7 @@ class PretrainObjective(nn.Module):
     name: str = ""
 
     @classmethod
-    def from_config(cls, params: Mapping[str, Any], encoder: EncoderConfig) -> "PretrainObjective":
+    def from_config(cls, params: Mapping[str, Any], encoder: Any) -> "PretrainObjective":
         raise NotImplementedError
 
     def view_transform(self) -> ViewTransform | None:
@@ -41,8 +41,9 @@ class PretrainObjective(nn.Module):
     def after_optimizer_step(self, progress: TrainingProgress) -> None:
         """Hook after each optimizer step (e.g. the EMA teacher update)."""
 
-    def export_encoder(self) -> AudioViT:
-        """The encoder whose weights are exported for evaluation."""
+    def export_encoder(self, which: str = "teacher") -> AudioEncoder:
+        """The encoder whose weights are exported for evaluation (`which` matters to student/teacher methods;
+        single-network methods return their one encoder for both)."""
         raise NotImplementedError
 
     def metrics(self, progress: TrainingProgress) -> dict[str, float]:

@@ -1,12 +1,14 @@
-"""s3prl `UpstreamExpert` for ASiT encoders: a thin adapter over the shared `EncoderRuntime` (no second forward).
+"""s3prl `UpstreamExpert` for any registered encoder (ASiT ViTs, conformers): a thin adapter over the shared
+`EncoderRuntime` (no second forward). The numbers below are the ViT's; the conformer's step is 4 frames of 20 ms
+(downsample rate 1280) and `pad_to_rule` keeps its lengths within s3prl's rules (docs/s3prl.md).
 
 Contract (s3prl `upstream/example/expert.py`): `forward(wavs: list[Tensor(T_i)] at 16 kHz)` returns
 `{"hidden_states": [L + 1 tensors (B, T', D)], "last_hidden_state": (B, T', D)}` — the patch embeddings and every
 block's output (the last one after the final LayerNorm), as the runtime computes them.
 
-- One vector per time step: the runtime's patch *column* (16 fbank frames = 160 ms), i.e. the mean of the 8
-  frequency-patch tokens of that column. The mean keeps D (768 for ViT-B) rather than concatenating 8·D, and is the
-  same per-time-step feature HEAR and the probes use, so the three evaluations see identical representations.
+- One vector per time step: the runtime's patch *column* (16 fbank frames = 160 ms), by default the mean of the 8
+  frequency-patch tokens of that column (`columns: concat` in `-g` concatenates them, 8·D), the same per-time-step
+  feature HEAR and the probes use, so the three evaluations see identical representations.
 - `get_downsample_rates(key)` = 16 frames × 10 ms = 2560 samples at 16 kHz, exact.
 - Lengths: clip i gets every column the runtime computed, n_i = ceil(frames_i / 16), each holding audio, zeros
   beyond; the batch is padded to ceil(max_len / 2560) columns. s3prl has two rules for the valid length of a clip
@@ -40,20 +42,18 @@ from ..checkpoint import load_encoder
 from ..config import from_dict
 from ..errors import AsitError
 from ..frontend import resample
-from ..runtime import EncoderRuntime, RuntimeOutput
+from ..runtime import EncoderRuntime, RuntimeOptions, RuntimeOutput
 
 S3PRL_SAMPLE_RATE = 16000   # s3prl feeds every upstream 16 kHz mono waveforms
 
 @dataclass(frozen=True)
-class ExpertOptions:
-    """Settings readable from s3prl's `-g model_config.yaml`."""
+class ExpertOptions(RuntimeOptions):
+    """Settings readable from s3prl's `-g model_config.yaml`: the runtime's options (columns, chunk_frames, padding,
+    precision, max_batch_chunks; `pooling` does not apply to hidden states) plus these."""
 
     which: str = "teacher"            # teacher | student weights of pretraining checkpoints
     sample_rate: int | None = None    # frontend rate override (default: the file's; official ASiT: 32000)
     stats: str | None = None          # normalisation statistics override, a DATASET_STATS name (paper Table I)
-    chunk_frames: int | None = None   # runtime chunk length (default: the encoder's pretraining length)
-    max_batch_chunks: int = 32        # chunks per encoder call (memory bound)
-    precision: str = "fp32"           # fp32 | bf16 (autocast)
 
 
 def read_options(model_config: str | Path | None) -> ExpertOptions:
@@ -107,12 +107,10 @@ class UpstreamExpert(nn.Module):
         frontend = loaded.frontend.with_stats(options.stats) if options.stats else loaded.frontend
         self.options = options
         self.source = loaded.source
-        self.runtime = EncoderRuntime(loaded.encoder, frontend, chunk_frames=options.chunk_frames,
-                                      max_batch_chunks=options.max_batch_chunks, precision=options.precision)
+        self.runtime = EncoderRuntime(loaded.encoder, frontend, options.runtime_options())
         self.layers = list(range(self.runtime.depth + 1))
         self.rate = downsample_rate(self.runtime)
-        cfg = loaded.encoder.config
-        print(f"{self.name} - {loaded.source} encoder {ckpt}: ViT dim {cfg.embed_dim}, {cfg.depth} blocks, "
+        print(f"{self.name} - {loaded.source} encoder {ckpt}: {loaded.encoder.describe()}, "
               f"chunks of {self.runtime.chunk_frames} frames; fbank at {frontend.sample_rate} Hz, stats "
               f"{frontend.stats} (mean {frontend.mean}, std {frontend.std}); {len(self.layers)} hidden states, "
               f"downsample rate {self.rate}")
@@ -128,9 +126,20 @@ class UpstreamExpert(nn.Module):
         for i, wav in enumerate(wavs):
             if wav.ndim != 1:
                 raise AsitError(f"waveform {i} has shape {tuple(wav.shape)}; s3prl upstreams take 1-D 16 kHz audio")
-            waves.append(resample(wav, S3PRL_SAMPLE_RATE, self.runtime.sample_rate))
+            waves.append(self.pad_to_rule(resample(wav, S3PRL_SAMPLE_RATE, self.runtime.sample_rate),
+                                          int(wav.shape[-1])))
         feats = self.runtime.features(waves)
         return self.runtime.forward_features(feats, self.layers)
+
+    def pad_to_rule(self, wave: torch.Tensor, samples_16k: int) -> torch.Tensor:
+        """Zero-pad the end by one window minus one hop when the clip would otherwise get fewer steps than
+        run_downstream's round(T / rate) (a long window over few frames per step, e.g. the conformer's 64 ms over
+        4 x 20 ms); then round(T / rate) <= steps <= ceil(T / rate) holds. ViT frontends never need it."""
+        cfg = self.runtime.frontend.config
+        steps = -(-cfg.num_frames(int(wave.shape[-1])) // self.runtime.frames_per_column)
+        if steps >= round(samples_16k / self.rate):
+            return wave
+        return nn.functional.pad(wave, (0, cfg.window_samples - cfg.hop_samples))
 
     def forward(self, wavs: Sequence[torch.Tensor]) -> dict[str, Any]:
         out = self.encode(wavs)

@@ -1,8 +1,10 @@
-"""ViT encoder over [B, 1, T, F] log-mel input, built on timm's VisionTransformer.
+"""ViT encoder over [B, 1, T, F] log-mel input, built on timm's VisionTransformer (registered as arch `vit`).
 
 Time is the image height, frequency the width (as in the official ASiT code), so the state dict uses timm's own
 names and an official ASiT backbone loads without renaming. Learned positional embeddings are sized for
-`trained_frames` and resampled by timm (bicubic, time axis only in effect) when the input has another length.
+`trained_frames`. A shorter input uses the embeddings of the time positions it covers (the first rows of the grid,
+the field's usual practice for inputs shorter than pretraining); a longer one gets the grid resampled by timm
+(bicubic, time axis only in effect).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
-from .errors import AsitError
+from ..errors import AsitError
+from .base import AudioEncoder, EncoderStates
 
 # name -> (embed_dim, depth, num_heads)
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -28,6 +31,7 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 class EncoderConfig:
     """`size` picks the ViT preset; `embed_dim`/`depth`/`num_heads` override it (tests use 2-block models)."""
 
+    arch: str = "vit"
     size: str = "base"
     embed_dim: int | None = None
     depth: int | None = None
@@ -40,6 +44,8 @@ class EncoderConfig:
 
     def resolved(self) -> "EncoderConfig":
         """Fill embed_dim/depth/num_heads from the preset and check the geometry."""
+        if self.arch != "vit":
+            raise AsitError(f"encoder.arch {self.arch!r} given to the ViT config")
         if self.size not in VIT_SIZES:
             raise AsitError(f"encoder.size {self.size!r} unknown; choose one of {', '.join(VIT_SIZES)}")
         dim, depth, heads = VIT_SIZES[self.size]
@@ -54,12 +60,19 @@ class EncoderConfig:
         return cfg
 
     @property
+    def frames_per_step(self) -> int:
+        return self.patch_size
+
+    @property
     def freq_patches(self) -> int:
         return self.num_mel_bins // self.patch_size
 
 
-class AudioViT(VisionTransformer):
+class AudioViT(VisionTransformer, AudioEncoder):
     """timm ViT with one input channel, a CLS token, dynamic time length and access to every block's output."""
+
+    arch = "vit"
+    has_cls = True
 
     def __init__(self, config: EncoderConfig) -> None:
         cfg = config.resolved()
@@ -81,6 +94,44 @@ class AudioViT(VisionTransformer):
     def grid(self, frames: int) -> tuple[int, int]:
         """(time patches, frequency patches) for an input of `frames` frames."""
         return frames // self.config.patch_size, self.config.freq_patches
+
+    # -- the encoder contract ---------------------------------------------------------------------------------
+    @property
+    def frames_per_step(self) -> int:
+        return self.config.patch_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.config.freq_patches
+
+    @property
+    def stem(self) -> nn.Module:
+        return self.patch_embed
+
+    def describe(self) -> str:
+        cfg = self.config
+        return (f"ViT {cfg.size}: dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, patch "
+                f"{cfg.patch_size}, trained on {cfg.trained_frames} frames x {cfg.num_mel_bins} mel")
+
+    def forward_steps(self, fbank: torch.Tensor, last: int | None = None) -> EncoderStates:
+        self.check_fbank(fbank)
+        states = self.forward_hidden_states(fbank.unsqueeze(1), last=last)
+        b, grid = fbank.shape[0], self.grid(fbank.shape[1])
+        steps = [s[:, 1:].reshape(b, grid[0], grid[1], s.shape[-1]) for s in states]
+        return EncoderStates(steps, [s[:, 0] for s in states])
+
+    # -- ViT internals (the ASiT objective works on tokens) ----------------------------------------------------
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Shorter inputs take the positional embeddings of the time positions they cover; the trained length
+        and longer ones go through timm (identity / bicubic resampling)."""
+        b, h, w, d = x.shape
+        trained_h = self.config.trained_frames // self.config.patch_size
+        if h >= trained_h:
+            return super()._pos_embed(x)
+        grid = self.pos_embed[:, self.num_prefix_tokens:].reshape(1, trained_h, w, d)[:, :h]
+        x = (x + grid).reshape(b, h * w, d)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        return self.pos_drop(torch.cat([cls, x], dim=1))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch + positional embedding with the CLS token prepended: [B, 1 + Tp·Fp, D], time-major order."""
