@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from upstream.encoders import AudioEncoder
 from upstream.errors import AsitError
 from upstream.frontend import Frontend, FrontendConfig, pad_or_crop
-from upstream.runtime import pool_scene, scene_dim, step_vectors
+from upstream.runtime import check_pooling, pool_scene, scene_dim, step_vectors
 
 from .api import EncoderSpec, TaskResult
 from .datasets import Example
@@ -62,8 +62,7 @@ class AudioClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.pooling, self.columns = pooling, columns
-        if "cls" in pooling and not encoder.has_cls:
-            raise AsitError(f"recipe pooling {pooling!r} needs a CLS token, and the {encoder.arch} encoder has none")
+        check_pooling(encoder, pooling)
         dim = scene_dim(encoder, pooling, columns)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 

@@ -2,11 +2,11 @@
 
 Embeddings. `upstream.runtime.EncoderRuntime` (the runtime HEAR and s3prl use) turns each whole clip into one vector
 per encoder step of the chosen layer (`columns`); the scene embedding is the runtime's pooling of them (`pooling`:
-mean, max, mean+max, or the CLS token of encoders that have one). The frontend is the checkpoint's own (the statistics the encoder was pretrained with):
-a frozen encoder has never seen inputs normalised otherwise, so the probe measures the representation, not a
-mismatch (finetuning, which adapts the encoder, uses the task statistics of Table I instead). Embeddings are cached
-per part (split or ESC-50 fold) — see tasks/embedding_cache.py — and encoder forwards are counted by a hook on the
-encoder's stem, so a repeated probe can prove it ran none.
+mean, max, mean+max, or the CLS token of encoders that have one). The frontend is the checkpoint's own (the
+statistics the encoder was pretrained with): a frozen encoder has never seen inputs normalised otherwise, so the
+probe measures the representation, not a mismatch (finetuning, which adapts the encoder, uses the task statistics
+of Table I instead). Embeddings are cached per part (split or ESC-50 fold) — see tasks/embedding_cache.py — and
+encoder forwards are counted by a hook on the encoder's stem, so a repeated probe can prove it ran none.
 
 Classifier. `logistic`: scikit-learn LogisticRegression on standardised embeddings (one-vs-rest for multi-label),
 its C chosen on the valid split, or, for tasks without one (AS-20K, ESC-50), on a holdout of training groups

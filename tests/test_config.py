@@ -37,5 +37,6 @@ def test_bad_overrides_name_the_key(override: str, message: str) -> None:
 
 
 def test_unknown_config_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(AsitError, match="asit_base, asit_small, demo_conformer_tiny, demo_tiny, wav2vec2_conformer_large"):
+    shipped = "asit_base, asit_small, demo_conformer_tiny, demo_tiny, wav2vec2_conformer_large"
+    with pytest.raises(AsitError, match=shipped):
         load_pretrain_config("asit_huge")

@@ -46,7 +46,7 @@ def test_the_readme_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.
     assert set(summary["pretrain_conformer"]) == {"contrastive", "diversity", "feature_penalty", "loss"}
     assert all(row["last"] < row["first"] for row in summary["pretrain_conformer"].values())
     assert summary["hear"]["validator"] == "passed" and summary["hear"]["validator_conformer"] == "passed"
-    assert "w2v2-conformer-tiny-demo" in summary["leaderboard"] and "scratch-conformer-tiny-demo" in summary["leaderboard"]
+    assert all(name in summary["leaderboard"] for name in ("w2v2-conformer-tiny-demo", "scratch-conformer-tiny-demo"))
     assert summary["leaderboard_cells"]["failed"] == 0 and "asit-tiny-demo" in summary["leaderboard"]
     assert "s3prl frozen" in summary["leaderboard"] and "HEAR MLP (frozen)" in summary["leaderboard"]
     assert cli_main(["demo", "--out", "out", *overrides]) == 0            # everything found done

@@ -134,15 +134,15 @@ def test_s3prl_downsample_rate_and_lengths(case, exported: Path) -> None:  # typ
     assert len(hidden) == encoder.depth + 1 and hidden[0].shape[1] == math.ceil(max(lengths) / rate)
 
 
-def test_the_s3prl_length_rule_holds_for_every_length(case) -> None:  # type: ignore[no-untyped-def]
-    """round(T / rate) <= steps <= ceil(T / rate) for every T up to 3 s, after the expert's end padding."""
+def test_the_s3prl_length_rule_holds_for_every_length(case, exported: Path) -> None:  # type: ignore[no-untyped-def]
+    """round(T / rate) <= steps <= ceil(T / rate) for every T up to 3 s, after the expert's own end padding."""
     encoder, frontend = case
-    p, rate = encoder.frames_per_step, encoder.frames_per_step * frontend.hop_samples
-    pad = frontend.window_samples - frontend.hop_samples
+    expert = UpstreamExpert(str(exported))
+    p, rate = encoder.frames_per_step, expert.get_downsample_rates("hidden_states")
+    silence = torch.zeros(48_000)
     for n in range(1, 48_000):
-        steps = -(-frontend.num_frames(n) // p)
-        if steps < round(n / rate):
-            steps = -(-frontend.num_frames(n + pad) // p)
+        padded = expert.pad_to_rule(silence[:n], n)
+        steps = -(-frontend.num_frames(int(padded.shape[-1])) // p)
         assert round(n / rate) <= steps <= max(1, math.ceil(n / rate)), n
 
 

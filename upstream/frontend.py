@@ -165,7 +165,10 @@ class Frontend:
         return self(self.load(path))
 
 
-def estimate_stats(files: list[Path], config: FrontendConfig, max_files: int = 500, seed: int = 0
+STATS_MAX_FILES = 500   # clips `estimate_stats` samples
+
+
+def estimate_stats(files: list[Path], config: FrontendConfig, max_files: int = STATS_MAX_FILES, seed: int = 0
                    ) -> tuple[float, float]:
     """Mean and std of the raw log-mel fbank over (a seeded sample of at most `max_files` of) the files: the
     normalisation statistics of a frontend for which the paper gives none."""

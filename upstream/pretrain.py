@@ -22,7 +22,7 @@ from .checkpoint import save_encoder
 from .config import deep_merge, from_dict, load_config_file, parse_overrides
 from .encoders import EncoderConfig, encoder_config_from_dict
 from .errors import AsitError
-from .frontend import FrontendConfig, estimate_stats
+from .frontend import STATS_MAX_FILES, FrontendConfig, estimate_stats
 from .objectives import build_objective
 from .pretrain_data import DataConfig, PretrainDataModule, list_audio
 from .rng import collect_rng_states, restore_rng_states
@@ -205,8 +205,9 @@ def build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: list[C
     # every (re)start logs to a new logs/version_N so a resume never overwrites earlier metrics
     loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
     return L.Trainer(
-        max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps, accelerator=tcfg.accelerator, devices=tcfg.devices, num_nodes=tcfg.num_nodes,
-        strategy=tcfg.strategy, precision=tcfg.precision, log_every_n_steps=tcfg.log_every_n_steps,
+        max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps, accelerator=tcfg.accelerator, devices=tcfg.devices,
+        num_nodes=tcfg.num_nodes, strategy=tcfg.strategy, precision=tcfg.precision,
+        log_every_n_steps=tcfg.log_every_n_steps,
         limit_train_batches=tcfg.limit_train_batches, gradient_clip_val=config.optim.clip_grad or None,
         callbacks=callbacks, logger=loggers, default_root_dir=run_dir, use_distributed_sampler=False,
         enable_progress_bar=tcfg.enable_progress_bar, num_sanity_val_steps=0, enable_model_summary=True)
@@ -238,7 +239,7 @@ def resolve_frontend_stats(config: PretrainConfig) -> PretrainConfig:
         return config
     files = list_audio(config.data.source, config.data.root, config.data.extensions)
     mean, std = estimate_stats(files, frontend, seed=config.seed)
-    print(f"frontend statistics estimated from {min(len(files), 500)} clip(s) of {config.data.source}: "
+    print(f"frontend statistics estimated from {min(len(files), STATS_MAX_FILES)} clip(s) of {config.data.source}: "
           f"mean {mean:.4f}, std {std:.4f}")
     return dataclasses.replace(config, frontend=frontend.with_estimate(mean, std))
 

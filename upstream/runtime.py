@@ -62,6 +62,13 @@ class RuntimeOptions:
         return RuntimeOptions(**{name: getattr(self, name) for name in RuntimeOptions.__dataclass_fields__})
 
 
+def check_pooling(encoder: AudioEncoder, pooling: str) -> None:
+    """Refuse a CLS pooling for an encoder without a CLS token, before any work."""
+    if "cls" in pooling and not encoder.has_cls:
+        raise AsitError(f"pooling {pooling!r} needs a CLS token, and the {encoder.arch} encoder has none (use mean, "
+                        "max or mean+max)")
+
+
 def step_vectors(steps: torch.Tensor, columns: str) -> torch.Tensor:
     """[B, S, G, D] tokens -> [B, S, D] (mean over the step's G tokens) or [B, S, G·D] (concatenated)."""
     if columns == "mean":
@@ -144,9 +151,7 @@ class EncoderRuntime(nn.Module):
         self.chunk_frames = int(options.chunk_frames or encoder.trained_frames)
         if self.chunk_frames % step:
             raise AsitError(f"chunk_frames {self.chunk_frames} must be a positive multiple of {step}")
-        if options.pooling in ("cls", "mean+cls") and not encoder.has_cls:
-            raise AsitError(f"pooling {options.pooling!r} needs a CLS token, and the {encoder.arch} encoder has "
-                            "none (use mean, max or mean+max)")
+        check_pooling(encoder, options.pooling)
 
     @property
     def precision(self) -> str:

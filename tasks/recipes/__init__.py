@@ -57,7 +57,7 @@ class FinetuneRecipe:
     label_smoothing: float = 0.0
     sampler: str = "uniform"            # uniform | weighted (AST/PANNs label-frequency weights)
     # model
-    pooling: str = "mean"               # runtime scene pooling of the last layer: mean | max | mean+max | cls | mean+cls
+    pooling: str = "mean"               # runtime scene pooling of the last layer: mean|max|mean+max|cls|mean+cls
     columns: str = "mean"               # runtime step vector: mean of a step's tokens | concat
     drop_path: float = 0.1
     # optimisation
@@ -109,7 +109,7 @@ class ProbeRecipe:
     dataset: dict[str, Any] = field(default_factory=dict)
     # embeddings (EncoderRuntime)
     layer: int = -1                     # 0 = input embeddings … depth = final block; negative from the end
-    pooling: str = "mean"               # runtime scene pooling: mean | max | mean+max (of step vectors) | cls | mean+cls
+    pooling: str = "mean"               # runtime scene pooling: mean|max|mean+max (of step vectors) | cls|mean+cls
     columns: str = "mean"               # runtime step vector: mean of a step's tokens | concat (ViT: 8 bands x D)
     padding: str = "chunk"              # runtime: last chunk padded to chunk_frames | to the next whole step
     chunk_frames: int | None = None     # None: the encoder's pretraining length
@@ -140,8 +140,7 @@ class ProbeRecipe:
     def runtime_options(self) -> RuntimeOptions:
         try:
             return RuntimeOptions(pooling=self.pooling, columns=self.columns, padding=self.padding,
-                                  chunk_frames=self.chunk_frames, precision=self.precision,
-                                  max_batch_chunks=32)
+                                  chunk_frames=self.chunk_frames, precision=self.precision)
         except AsitError as exc:
             raise AsitError(f"recipe {exc}") from None
 
