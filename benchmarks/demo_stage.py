@@ -23,6 +23,9 @@ from .table import write_leaderboard
 SUITE = "demo_cpu"
 PRETRAINED, SCRATCH = "asit-tiny-demo", "scratch-tiny-demo"
 CONFORMER, CONFORMER_SCRATCH = "w2v2-conformer-tiny-demo", "scratch-conformer-tiny-demo"
+ACM_SSKD, SUPMAM = "acm-sskd-tiny-demo", "supmam-tiny-demo"
+# the demo context's field holding each optional encoder's file: rows whose encoder the demo did not make are left out
+OPTIONAL_ENCODERS = {CONFORMER: "conformer", CONFORMER_SCRATCH: "conformer", ACM_SSKD: "acm_sskd", SUPMAM: "supmam"}
 # task -> the CorpusPaths field holding its dataset root
 CORPUS_FIELDS = {"as20k": "audioset", "esc50": "esc50", "speechcommands_v2": "speechcommands_v2",
                  "speechcommands_v1": "speechcommands_v1", "voxceleb1": "voxceleb1"}
@@ -37,9 +40,9 @@ def demo_suite_overrides(ctx: Any, tasks: tuple[str, ...]) -> list[str]:
     """Point the shipped demo suite at this demo's corpus and encoder."""
     sets = [f"vars.demo={_literal(ctx.out_dir)}", f"encoders.{PRETRAINED}.path={_literal(ctx.encoder)}",
             f"encoders.{SCRATCH}.path={_literal(ctx.encoder)}"]
-    conformer = getattr(ctx, "conformer", None)
-    if conformer is not None:
-        sets += [f"encoders.{name}.path={_literal(conformer)}" for name in (CONFORMER, CONFORMER_SCRATCH)]
+    for name, attr in OPTIONAL_ENCODERS.items():
+        if getattr(ctx, attr, None) is not None:
+            sets.append(f"encoders.{name}.path={_literal(getattr(ctx, attr))}")
     for task in tasks:
         root = getattr(ctx.corpus, CORPUS_FIELDS[task], None)
         if root is None:
@@ -56,10 +59,10 @@ def stage_leaderboard(ctx: Any, runner: Runner | None = None) -> None:
     if ctx.encoder is None or ctx.corpus is None:
         raise AsitError("the leaderboard stage needs the corpus and pretrain stages first")
     suite = load_suite(SUITE, demo_suite_overrides(ctx, tuple(TASK_PROTOCOLS)))
-    if getattr(ctx, "conformer", None) is None:
-        ctx.log("no conformer encoder in this demo context: its rows are left out of the leaderboard")
-        suite = dataclasses.replace(suite, encoders=tuple(
-            e for e in suite.encoders if e.spec.name not in (CONFORMER, CONFORMER_SCRATCH)))
+    absent = {name for name, attr in OPTIONAL_ENCODERS.items() if getattr(ctx, attr, None) is None}
+    if absent:
+        ctx.log(f"not made in this demo context, left out of the leaderboard: {', '.join(sorted(absent))}")
+        suite = dataclasses.replace(suite, encoders=tuple(e for e in suite.encoders if e.spec.name not in absent))
     out = suite.results.parent
     ctx.log(f"leaderboard: {len(suite.encoders)} encoders × {len(suite.tasks)} tasks × {list(suite.modes)} × "
             f"seeds {list(suite.seeds)} (results in {suite.results}; reruns skip finished cells)")
@@ -82,7 +85,7 @@ def stage_leaderboard(ctx: Any, runner: Runner | None = None) -> None:
         ctx.log(f"s3prl results: {added} row(s) added to {suite.results} ({present} already there)")
     # this run's cells only: the store keeps rows of earlier demo versions (other recipes), which stay out
     files = write_leaderboard([suite.results], out, keys={*report.keys, *(row["key"] for row in ingested)},
-                              title="asit demo: ASiT and wav2vec 2.0 conformer, pretrained vs scratch (tiny, "
+                              title="asit demo: ASiT, ACM-SSKD, SupMAM and wav2vec 2.0 conformer vs scratch (tiny, "
                                     "embedded corpus)")
     ctx.report["leaderboard"] = files.text
     ctx.report["leaderboard_files"] = {"markdown": str(files.markdown), "csv": str(files.csv),

@@ -164,7 +164,7 @@ def pretrain_step(model: str, precision: str, device: torch.device, batch: int, 
     objective = build_objective(spec.objective, config).to(device)
     transform = objective.view_transform()
     views = torch.randn(batch, spec.views, 1, frames, config.num_mel_bins)
-    extras = [transform(views[i], np.random.default_rng(i)) for i in range(batch)] if transform else [{}]
+    extras = [transform({"views": views[i]}, np.random.default_rng(i)) for i in range(batch)] if transform else [{}]
     batch_data = {"views": views.to(device),
                   **{k: torch.stack([e[k] for e in extras]).to(device) for k in extras[0]}}
     trainable = [p for p in objective.parameters() if p.requires_grad]

@@ -13,6 +13,11 @@ normalisation so masked bins equal the dataset mean) → encoder → pooling →
 or CE. Optimiser: AdamW with timm's parameter groups (no decay on biases/norms/pos_embed/cls_token; layer-wise lr
 decay when `layer_decay` < 1), timm's CosineLRScheduler with linear warm-up, stepped per update.
 
+Knowledge distillation (`distill:` in the recipe; ACM-SSKD §3.4, eqs. 11–13): L = task loss + γ·MSE(F, F_teacher),
+F = the classifier's pooled features (through a learned Linear when the widths differ), F_teacher = a frozen
+teacher's token mean over the whole training clip, computed once before training and kept in the work folder
+(`teacher_features.npz`), and mixed by timm's Mixup with the clip's own λ.
+
 Evaluation gathers predictions from every device and de-duplicates them by example index, so the metric is exact
 under DDP (whose sampler pads the last batch with repeats).
 """
@@ -43,6 +48,7 @@ from upstream.encoders import AudioEncoder
 from upstream.errors import AsitError
 from upstream.frontend import Frontend, FrontendConfig, pad_or_crop
 from upstream.runtime import check_pooling, pool_scene, scene_dim, step_vectors
+from upstream.teachers import TeacherConfig, load_teacher
 
 from .api import EncoderSpec, TaskResult
 from .datasets import Example
@@ -130,10 +136,38 @@ def sample_weights(targets: np.ndarray, multilabel: bool) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------------ module
 
+def teacher_features(examples: list[Example], recipe: FinetuneRecipe, sample_rate: int, cache: Path) -> np.ndarray:
+    """[N, C] teacher features (token mean over each whole clip), computed once and kept in `cache` with the
+    teacher and clip list they belong to: a resumed run reuses them, any other run recomputes them. The teacher is
+    frozen and reads each clip's waveform at `sample_rate`."""
+    key = json.dumps({"distill": {k: v for k, v in sorted(recipe.distill.items()) if k != "gamma"},
+                      "sample_rate": sample_rate, "clips": [str(e.path) for e in examples]}, sort_keys=True)
+    if cache.is_file():
+        with np.load(cache) as stored:
+            if str(stored["key"]) == key:
+                return stored["features"]
+    config = {k: v for k, v in recipe.distill.items() if k != "gamma"}
+    teacher = load_teacher(TeacherConfig(**config), sample_rate)
+    rows = [teacher(example.load(sample_rate)[None].float()).tokens.mean(dim=1)[0].numpy() for example in examples]
+    features = np.stack(rows).astype(np.float32)
+    partial = cache.with_name(cache.name + ".partial")
+    with partial.open("wb") as handle:
+        np.savez(handle, features=features, key=np.array(key))
+    partial.replace(cache)
+    return features
+
+
 class FinetuneModule(L.LightningModule):
-    def __init__(self, model: AudioClassifier, recipe: FinetuneRecipe, multilabel: bool, num_classes: int) -> None:
+    def __init__(self, model: AudioClassifier, recipe: FinetuneRecipe, multilabel: bool, num_classes: int,
+                 teacher: np.ndarray | None = None) -> None:
         super().__init__()
         self.model, self.recipe = model, recipe
+        # distillation targets per training example (None: no distillation) and the student-side projection
+        self.teacher_targets = torch.from_numpy(teacher) if teacher is not None else None
+        self.distill_proj: nn.Module | None = None
+        if teacher is not None:
+            width = model.head[1].in_features
+            self.distill_proj = nn.Identity() if width == teacher.shape[1] else nn.Linear(width, teacher.shape[1])
         # checkpoint loaders hand encoders over in eval mode, and Lightning >= 2.2 keeps each submodule's mode:
         # without this, drop path (and any dropout) would silently stay off for the whole finetuning run
         self.model.train()
@@ -164,6 +198,8 @@ class FinetuneModule(L.LightningModule):
         else:
             groups = param_groups_weight_decay(encoder, weight_decay=r.weight_decay, no_weight_decay_list=skip)
         groups += [dict(g, lr_scale=1.0) for g in param_groups_weight_decay(self.model.head, r.weight_decay)]
+        if self.distill_proj is not None and any(True for _ in self.distill_proj.parameters()):
+            groups += [dict(g, lr_scale=1.0) for g in param_groups_weight_decay(self.distill_proj, r.weight_decay)]
         optimizer = torch.optim.AdamW(groups, lr=r.lr, betas=tuple(r.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, int(self.trainer.num_training_batches))
@@ -184,15 +220,26 @@ class FinetuneModule(L.LightningModule):
         self.valid_history = [tuple(item) for item in checkpoint.get("valid_history", [])]  # type: ignore[misc]
 
     # -- steps ----------------------------------------------------------------------------------------------
-    def augment(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def augment(self, x: torch.Tensor, y: torch.Tensor, carried: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Mixup, then SpecAugment. `carried` [B, C] (distillation targets) rides through Mixup as extra rows of
+        the input, so each example's targets are mixed with its own λ, and is split off before SpecAugment."""
+        frames = x.shape[1]
+        if carried is not None:
+            width = x.shape[2]
+            rows = nn.functional.pad(carried, (0, (-carried.shape[1]) % width)).reshape(x.shape[0], -1, width)
+            x = torch.cat([x, rows.to(x.dtype)], dim=1)
         if self.mixup is not None:
             x, y = self.mixup(x, y)
+        if carried is not None:
+            carried = x[:, frames:].reshape(x.shape[0], -1)[:, :carried.shape[1]]
+            x = x[:, :frames]
         spec = x.transpose(1, 2).unsqueeze(1)                       # [B, 1, F, T]: torchaudio's layout
         if self.recipe.freq_mask > 0:
             spec = self.freq_mask(spec)
         if self.recipe.time_mask > 0:
             spec = self.time_mask(spec)
-        return spec.squeeze(1).transpose(1, 2), y
+        return spec.squeeze(1).transpose(1, 2), y, carried
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.recipe.loss == "bce":                                # multi-hot, mixed, or one-hot class ids
@@ -204,11 +251,24 @@ class FinetuneModule(L.LightningModule):
         return nn.functional.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = self.augment(batch["x"], batch["y"])
-        loss = self.loss(self.model(x), y)
+        targets = None
+        if self.teacher_targets is not None:
+            targets = self.teacher_targets.to(batch["x"].device)[batch["index"]]
+        x, y, targets = self.augment(batch["x"], batch["y"], targets)
+        size = x.shape[0]
+        if targets is None:
+            loss = self.loss(self.model(x), y)
+        else:
+            assert self.distill_proj is not None
+            pooled = self.model.pooled(x)
+            task = self.loss(self.model.head(pooled), y)
+            regress = nn.functional.mse_loss(self.distill_proj(pooled).float(), targets.float())
+            loss = task + float(self.recipe.distill.get("gamma", 1.0)) * regress
+            self.log("train/task", task.detach(), on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
+            self.log("train/distill", regress.detach(), on_step=True, on_epoch=True, batch_size=size,
+                     sync_dist=True)
         if not torch.isfinite(loss):
             raise AsitError(f"finetuning loss became {loss.item()} at step {self.global_step}")
-        size = x.shape[0]
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size,
                  sync_dist=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=True, on_epoch=False,
@@ -323,7 +383,11 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
     given, recipe = recipe, adapt_recipe(recipe, backbone.frontend, backbone.encoder.frames_per_step)
     frontend = task_frontend(backbone.frontend, recipe.stats)
     model = AudioClassifier(backbone.encoder, data.num_classes, recipe.pooling, recipe.columns)
-    module = FinetuneModule(model, recipe, data.multilabel, data.num_classes)
+    teacher = None
+    if recipe.distill:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        teacher = teacher_features(data.train, recipe, frontend.sample_rate, work_dir / "teacher_features.npz")
+    module = FinetuneModule(model, recipe, data.multilabel, data.num_classes, teacher)
 
     train_targets = data.targets(data.train)
     batch = min(recipe.batch_size, len(data.train))
@@ -372,6 +436,8 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
                    "time_mask": recipe.time_mask},
         "resumed": resume is not None,
     }
+    if recipe.distill:
+        extra["distill"] = {k: v for k, v in recipe.distill.items()}
     if validate and history:
         best_epoch, best_value = max(history, key=lambda item: item[1])
         extra.update(valid_history=history, best_valid=best_value, best_epoch=best_epoch)
@@ -383,4 +449,5 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
     return TaskResult(metric, float(metrics[metric]), extra)
 
 
-__all__ = ["AudioClassifier", "ClipDataset", "FinetuneModule", "eval_chunks", "run_finetune", "sample_weights"]
+__all__ = ["AudioClassifier", "ClipDataset", "FinetuneModule", "eval_chunks", "run_finetune", "sample_weights",
+           "teacher_features"]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.demo_stage import (CONFORMER, CONFORMER_SCRATCH, PRETRAINED, SCRATCH, demo_suite_overrides,
+from benchmarks.demo_stage import (ACM_SSKD, CONFORMER, CONFORMER_SCRATCH, PRETRAINED, SCRATCH, SUPMAM,
+                                   demo_suite_overrides,
                                    stage_leaderboard)
 from benchmarks.results import ResultsStore
 from benchmarks.suite import TASK_PROTOCOLS, load_suite, plan_suite
@@ -38,7 +39,9 @@ def _check_table(out: Path, models: set[str] = {PRETRAINED, SCRATCH}) -> None:
 def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_encoder_file: Path, tmp_path: Path,
                                                                  tiny_conformer_file: Path, cache_dir: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
-    ctx = DemoContext(out_dir=tmp_path, corpus=corpus, encoder=tiny_encoder_file, conformer=tiny_conformer_file)
+    # the peers' exports are plain ViT exports: the tiny ViT file stands in for them (the demo makes the real ones)
+    ctx = DemoContext(out_dir=tmp_path, corpus=corpus, encoder=tiny_encoder_file, conformer=tiny_conformer_file,
+                      acm_sskd=tiny_encoder_file, supmam=tiny_encoder_file)
     # the demo suite on this corpus, cut to one ESC-50 fold and one finetuning epoch to stay within CI minutes
     sets = [*demo_suite_overrides(ctx, tuple(TASK_PROTOCOLS)), "tasks.esc50.folds=[1]",
             "overrides.finetune.epochs=1"]
@@ -47,9 +50,9 @@ def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_e
 
     suite = load_suite("demo_cpu", sets)
     planned = plan_suite(suite)
-    assert len(planned) == 4 * 2 * len(TASK_PROTOCOLS)               # encoders × modes × tasks (1 seed, 1 fold)
+    assert len(planned) == 6 * 2 * len(TASK_PROTOCOLS)               # encoders × modes × tasks (1 seed, 1 fold)
     assert {r["encoder"] for r in ResultsStore(suite.results).rows()} == {
-        PRETRAINED, SCRATCH, CONFORMER, CONFORMER_SCRATCH}
+        PRETRAINED, SCRATCH, CONFORMER, CONFORMER_SCRATCH, ACM_SSKD, SUPMAM}
     rows = ResultsStore(suite.results).rows()
     assert sorted(r["key"] for r in rows) == sorted(c.key for c in planned)
     assert all(r["status"] == "ok" and 0.0 <= r["value"] <= 1.0 for r in rows)
@@ -63,11 +66,12 @@ def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_e
 
     out = tmp_path / "board"
     assert cli_main(["table", "--results", str(suite.results), "--out", str(out)]) == 0
-    _check_table(out, {PRETRAINED, SCRATCH, CONFORMER, CONFORMER_SCRATCH})
+    _check_table(out, {PRETRAINED, SCRATCH, CONFORMER, CONFORMER_SCRATCH, ACM_SSKD, SUPMAM})
     # a row per objective: the Pretraining column names it
     wide = pd.read_csv(out / "leaderboard.csv")
     named = dict(zip(wide["Model"], wide["Pretraining"]))
     assert named[PRETRAINED].startswith("ASiT") and named[CONFORMER].startswith("wav2vec 2.0 conformer")
+    assert named[ACM_SSKD].startswith("ACM-SSKD") and named[SUPMAM].startswith("SupMAM")
 
 
 @pytest.mark.slow

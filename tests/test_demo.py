@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from upstream.cli import main as cli_main
-from upstream.demo import STAGES, DemoContext, run_demo
+from upstream.demo import LOSS_TERMS, STAGES, DemoContext, run_demo
 
 from conftest import TINY_PRETRAIN_OVERRIDES
 
 
 def test_stages_run_in_order_on_an_absolute_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert [name for name, _ in STAGES] == ["corpus", "pretrain", "pretrain_conformer", "hear", "s3prl", "leaderboard"]
+    assert [name for name, _ in STAGES] == ["corpus", "pretrain", "pretrain_conformer", "pretrain_peers", "hear",
+                                          "s3prl", "leaderboard"]
     monkeypatch.chdir(tmp_path)
     seen: list[tuple[str, Path]] = []
 
@@ -45,6 +46,9 @@ def test_the_readme_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.
     assert set(summary["pretrain"]) == {"recon", "local", "global", "loss"}
     assert set(summary["pretrain_conformer"]) == {"contrastive", "diversity", "feature_penalty", "loss"}
     assert all(row["last"] < row["first"] for row in summary["pretrain_conformer"].values())
+    assert set(summary["pretrain_acm_sskd"]) == set(LOSS_TERMS["acm_sskd"])
+    assert set(summary["pretrain_supmam"]) == {"recon", "cls", "loss"}
+    assert all(name in summary["leaderboard"] for name in ("acm-sskd-tiny-demo", "supmam-tiny-demo"))
     assert summary["hear"]["validator"] == "passed" and summary["hear"]["validator_conformer"] == "passed"
     assert all(name in summary["leaderboard"] for name in ("w2v2-conformer-tiny-demo", "scratch-conformer-tiny-demo"))
     assert summary["leaderboard_cells"]["failed"] == 0 and "asit-tiny-demo" in summary["leaderboard"]

@@ -206,7 +206,7 @@ def test_specaugment_masks_bands_with_the_mean_and_mixup_mixes_targets() -> None
     np.random.seed(3)
     x = torch.randn(6, 64, 128) + 5.0
     y = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1]], dtype=torch.float32)
-    out, mixed = module.augment(x.clone(), y.clone())
+    out, mixed, _ = module.augment(x.clone(), y.clone())
     zero = out == 0
     assert zero.any(), "masks were applied"
     freq_zero = zero.all(dim=1)                       # whole mel bins masked over all frames

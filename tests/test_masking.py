@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from upstream.errors import AsitError
 from upstream.masking import GMMLViewMasker, MaskingConfig, apply_masks, gmml_mask, token_mask
 
 
@@ -43,8 +45,8 @@ def test_token_mask_marks_a_token_if_any_pixel_is_masked() -> None:
 def test_view_masker_is_a_function_of_the_generator() -> None:
     views = torch.zeros(2, 1, 64, 128)
     masker = GMMLViewMasker(MaskingConfig(other_clip_prob=0.5))
-    a = masker(views, np.random.default_rng(7))
-    b = masker(views, np.random.default_rng(7))
+    a = masker({"views": views}, np.random.default_rng(7))
+    b = masker({"views": views}, np.random.default_rng(7))
     assert a["masks"].shape == (2, 64, 128) and a["masks"].equal(b["masks"])
     assert a["use_other_clip"].equal(b["use_other_clip"])
 
@@ -59,3 +61,23 @@ def test_apply_masks_zeros_or_next_clip_pixels() -> None:
     assert out[0, 1, 0, 0].tolist() == [3, 3, 3, 3]   # donor = the previous clip in the batch (roll by one)
     assert out[2, 0, 0, 0].tolist() == [2, 2, 2, 2]
     assert out[1, 1, 0, 1].tolist() == [0, 0, 0, 0]
+
+
+def test_aligned_masks_cover_whole_patches_near_the_ratio() -> None:
+    """Table III's 'aligned' arm: every 16×16 patch is either fully masked or untouched."""
+    views = torch.zeros(1, 1, 192, 128)
+    config = MaskingConfig(ratio=0.7, aligned=True)
+    for seed in range(20):
+        mask = GMMLViewMasker(config, patch_size=16)({"views": views}, np.random.default_rng(seed))["masks"][0]
+        per_patch = mask.reshape(12, 16, 8, 16).float().mean(dim=(1, 3))
+        assert set(per_patch.unique().tolist()) <= {0.0, 1.0}
+        assert abs(float(per_patch.mean()) - 0.7) <= 1 / 96 + 1e-9   # within one patch of the target
+    unaligned = GMMLViewMasker(MaskingConfig(ratio=0.7))({"views": views}, np.random.default_rng(0))["masks"][0]
+    partial = unaligned.reshape(12, 16, 8, 16).float().mean(dim=(1, 3))
+    assert ((partial > 0) & (partial < 1)).any()   # the default (paper) masks cut through patches
+
+
+def test_aligned_masks_refuse_a_crop_off_the_patch_grid() -> None:
+    with pytest.raises(AsitError, match="multiple of the patch size 16"):
+        GMMLViewMasker(MaskingConfig(aligned=True), 16)({"views": torch.zeros(1, 1, 40, 128)},
+                                                        np.random.default_rng(0))

@@ -213,9 +213,10 @@ def test_shipped_suites_parse_and_need_their_paths_set(tmp_path: Path) -> None:
     assert suite.results == Path("results/paper_gpu.jsonl")
     demo = load_suite("demo_cpu", ["vars.demo=/tmp/d"])
     assert {t.task for t in demo.tasks} == set(TASK_PROTOCOLS) and set(demo.modes) == {"probe", "finetune"}
-    assert [e.spec.init for e in demo.encoders] == ["pretrained", "scratch", "pretrained", "scratch"]
+    assert [e.spec.init for e in demo.encoders] == ["pretrained", "scratch"] + ["pretrained"] * 3 + ["scratch"]
     assert [e.spec.path for e in demo.encoders] == ["/tmp/d/pretrain/encoder.pt"] * 2 + [
-        "/tmp/d/pretrain_conformer/encoder.pt"] * 2                # each objective beside its own scratch twin
+        "/tmp/d/pretrain_acm_sskd/encoder.pt", "/tmp/d/pretrain_supmam/encoder.pt"] + [
+        "/tmp/d/pretrain_conformer/encoder.pt"] * 2   # ViT objectives share a scratch twin; the conformer has its own
     assert demo.results == Path("/tmp/d/leaderboard/results.jsonl")
 
 

@@ -92,15 +92,23 @@ def test_reference_rows_are_quoted_sourced_and_share_our_protocols() -> None:
     ref = load_reference()
     data = yaml.safe_load(REFERENCE_FILE.read_text())
     assert len(ref) == sum(len(r["values"]) for r in data["rows"])
-    atito = ref["model"].str.startswith("ASiT")
-    assert ref[atito]["source"].str.startswith("quoted: Atito et al., arXiv:2211.13189").all()
+    asit = ref[ref["model"].str.startswith("ASiT")]
+    assert asit["source"].str.startswith("quoted: Atito et al., arXiv:2211.13189").all()
     # rows with their own citation keep it: the conformer wav2vec 2.0 paper's Tables 1 and 3 (x100 for Table 1)
-    conformer = ref[~atito].set_index(["model", "task"])["mean"]
-    assert ref[~atito]["source"].str.startswith("quoted: Srivastava et al.").all()
+    conformer = ref[ref["model"].str.startswith("Conformer")].set_index(["model", "task"])["mean"]
+    assert ref[ref["model"].str.startswith("Conformer")]["source"].str.startswith("quoted: Srivastava et al.").all()
     assert conformer[("Conformer cf_L (wav2vec 2.0)", "as20k")] == 27.6
     assert conformer[("Conformer cf_S (wav2vec 2.0)", "esc50")] == 80.7
+    peers = ref.set_index(["model", "task"])                 # ACM-SSKD (x100 of fractions), SupMAM (percent)
+    assert peers.loc[("ACM-SSKD (iter3)", "as2m"), "mean"] == 49.2
+    assert peers.loc[("SupMAM-CLAP ViT-B", "speechcommands_v1"), "mean"] == 97.6
+    assert peers.loc[("ACM-SSKD (iter1)", "esc50"), "source"] == ("quoted: Gong et al., Electronics 2024, "
+                                                                   "Tables 10 and 12")
+    ablations = ref[ref["model"].str.startswith("ASiT ViT-S ablation")]
+    assert sorted(ablations["mean"]) == [11.2, 17.8, 27.9, 28.4, 28.8, 29.0, 29.2, 29.4, 31.9]
+    assert set(ablations["task"]) == {"as20k"}
+    atito = ref["model"].str.startswith("ASiT ViT-B")
     assert ref["n"].isna().all() and ref["std"].isna().all()
-    values = ref.set_index(["pretraining", "task"])["mean"]
     values = ref[atito].set_index(["pretraining", "task"])["mean"]
     assert values[("AS-2M", "as20k")] == 37.4 and values[("ImageNet → AS-2M", "esc50")] == 95.3
     assert values[("AS-2M", "voxceleb1")] == 85.9 and values[("ImageNet → AS-2M", "speechcommands_v2")] == 98.9
@@ -116,8 +124,10 @@ def test_wide_table_tags_protocols_and_modes_and_puts_quotes_beside_ours(store: 
     assert list(wide.columns) == ["Model", "Pretraining", "Mode", "Source", "AS-20K mAP [as20k/balanced-train-eval]",
                                   esc_col, "SID acc [voxceleb1/iden-split]"]
     quoted = wide[wide["Source"] != "ours"]
-    assert len(quoted) == 5 and quoted["Source"].str.startswith("quoted").all()
-    assert sorted(quoted[esc_col]) == ["80.7", "88.0", "94.2", "95.3", "—"]
+    assert len(quoted) == 22 and quoted["Source"].str.startswith("quoted").all()   # reference rows with these columns
+    esc = quoted.set_index("Model")[esc_col]
+    assert esc["Conformer cf_S (wav2vec 2.0)"] == "80.7" and esc["ACM-SSKD (iter3)"] == "98.4"
+    assert esc["SupMAM ViT-B"] == "96.2" and esc["ASiT ViT-S ablation: full (unaligned GMML)"] == "—"
     ours = wide[wide["Source"] == "ours"].set_index(["Model", "Mode"])
     esc_ft = [100 * (0.60 + 0.01 * f + 0.05 * s) for s in (1, 2) for f in range(1, 6)]
     assert ours.loc[("pre", "finetune"), esc_col] == f"{np.mean(esc_ft):.1f} ± {np.std(esc_ft, ddof=1):.1f} (n=10)"
@@ -133,7 +143,7 @@ def test_write_leaderboard_writes_markdown_csv_latex_png(store: ResultsStore, tm
     assert md.startswith("# Unit leaderboard") and files.text in md and "| Model" in md
     assert "quoted: Atito et al." in md and "[esc50/train4-test1]" in md
     wide = pd.read_csv(files.csv)
-    assert list(wide.columns[:4]) == ["Model", "Pretraining", "Mode", "Source"] and len(wide) == 8
+    assert list(wide.columns[:4]) == ["Model", "Pretraining", "Mode", "Source"] and len(wide) == 22 + 3
     long = pd.read_csv(files.long_csv)
     row = long[(long["model"] == "pre") & (long["task"] == "voxceleb1")].iloc[0]
     assert row["mean"] == pytest.approx(33.0) and row["n"] == 2 and row["source"] == "ours"

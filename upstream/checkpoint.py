@@ -135,21 +135,25 @@ def _build(path: Path, config: Mapping[str, Any]) -> AudioEncoder:
 
 
 def _from_lightning(path: Path, data: Mapping[str, Any], which: str) -> LoadedEncoder:
-    """The objective's networks are rebuilt from the stored config (no Lightning module) and loaded strictly."""
-    from .objectives import build_objective
-    from .pretrain import PretrainConfig, load_pretrain_config_dict
+    """Only the exported encoder is built, from the stored config, and loaded strictly from the objective's keys
+    (`encoder_prefixes`): no Lightning module, no heads, no teacher files."""
+    from .objectives import objective_class
+    from .pretrain_config import PretrainConfig, load_pretrain_config_dict
     hparams = data.get("hyper_parameters", {})
     if "config" not in hparams:
         raise AsitError(f"checkpoint {path} is a Lightning checkpoint without an asit-hear pretraining config")
     try:
         config: PretrainConfig = load_pretrain_config_dict(hparams["config"])
-        objective = build_objective(config.objective, config.encoder)
+        cls = objective_class(config.objective.get("name"))
     except AsitError as exc:
         raise AsitError(f"checkpoint {path}: {exc}") from None
-    prefix = "objective."
+    if which not in cls.encoder_prefixes:
+        raise AsitError(f"checkpoint {path}: objective {cls.name} exports {' or '.join(cls.encoder_prefixes)}, "
+                        f"not {which!r}")
+    prefix = "objective." + cls.encoder_prefixes[which]
     state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
-    _load_strict(path, objective, state)
-    encoder = objective.export_encoder(which)
+    encoder = build_encoder(config.encoder)
+    _load_strict(path, encoder, state)
     meta = {"epoch": data.get("epoch"), "global_step": data.get("global_step"), "which": which,
             "objective": config.objective.get("name")}
     return LoadedEncoder(encoder, config.frontend, "lightning", meta)

@@ -17,7 +17,10 @@ from .pretrain import load_pretrain_config, read_metrics, run_pretraining
 
 # loss terms each demo objective logs (first -> last epoch shown by the demo)
 LOSS_TERMS = {"asit": ("recon", "local", "global", "loss"),
-              "wav2vec2_conformer": ("contrastive", "diversity", "feature_penalty", "loss")}
+              "wav2vec2_conformer": ("contrastive", "diversity", "feature_penalty", "loss"),
+              "acm_sskd": ("recon_intra", "recon_inter", "mse_intra", "mse_inter", "kl_intra", "kl_inter",
+                           "contrast_intra", "contrast_inter", "loss"),
+              "supmam": ("recon", "cls", "loss")}
 
 
 @dataclass
@@ -29,6 +32,8 @@ class DemoContext:
     encoder: Path | None = None              # the exported ASiT encoder
     pretrain_run: Path | None = None
     conformer: Path | None = None            # the exported wav2vec 2.0 conformer encoder
+    acm_sskd: Path | None = None             # the exported ACM-SSKD ViT
+    supmam: Path | None = None               # the exported SupMAM ViT
     report: dict[str, Any] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
@@ -43,15 +48,17 @@ def stage_corpus(ctx: DemoContext) -> None:
     ctx.log(f"corpus ready at {ctx.corpus.root} ({time.time() - started:.0f} s)")
 
 
-def _pretrain(ctx: DemoContext, config_name: str, folder: str, overrides: list[str], report_key: str) -> Path:
+def _pretrain(ctx: DemoContext, config_name: str, folder: str, overrides: list[str], report_key: str,
+              source: Path | None = None) -> Path:
     """Pretrain (or find) one demo encoder; log and report each loss term's first and last epoch."""
     run_dir = ctx.out_dir / folder
     encoder = run_dir / "encoder.pt"
-    config = load_pretrain_config(config_name, [f"data.source={ctx.corpus.unlabeled}", f"run_dir={run_dir}",
+    source = source or ctx.corpus.unlabeled
+    config = load_pretrain_config(config_name, [f"data.source={source}", f"run_dir={run_dir}",
                                                 f"seed={ctx.seed}", *overrides])
     if not encoder.is_file():
         ctx.log(f"pretraining a {config.encoder.depth}-block {config.encoder.arch}-{config.encoder.size} with "
-                f"{config.objective['name']} for {config.trainer.max_epochs} epochs on {ctx.corpus.unlabeled}")
+                f"{config.objective['name']} for {config.trainer.max_epochs} epochs on {source}")
         run_pretraining(config, resume="auto")
     ctx.report[report_key] = loss_summary(run_dir, LOSS_TERMS[config.objective["name"]])
     for term, row in ctx.report[report_key].items():
@@ -69,6 +76,17 @@ def stage_pretrain(ctx: DemoContext) -> None:
 def stage_pretrain_conformer(ctx: DemoContext) -> None:
     """The second seed method at the same kind of budget: a tiny conformer with the wav2vec 2.0 objective."""
     ctx.conformer = _pretrain(ctx, "demo_conformer_tiny", "pretrain_conformer", [], "pretrain_conformer")
+
+
+def stage_pretrain_peers(ctx: DemoContext) -> None:
+    """The ViT peers at the same tiny budget as the demo's ASiT: ACM-SSKD on the same unlabelled clips; SupMAM on the
+    corpus's labelled AudioSet list (its classifier branch needs labels; the demo has no CLAP, so the CLAP variants
+    are left to the paper-size configs)."""
+    # ViTs like the demo's ASiT: its encoder, data and trainer overrides apply; its objective keys are ASiT's own
+    overrides = [o for o in ctx.pretrain_overrides if not o.startswith("objective.")]
+    ctx.acm_sskd = _pretrain(ctx, "demo_acm_sskd_tiny", "pretrain_acm_sskd", overrides, "pretrain_acm_sskd")
+    labelled = ctx.corpus.audioset / "metadata" / "balanced_train_segments.csv"
+    ctx.supmam = _pretrain(ctx, "demo_supmam_tiny", "pretrain_supmam", overrides, "pretrain_supmam", source=labelled)
 
 
 def loss_summary(run_dir: Path, terms: tuple[str, ...] = LOSS_TERMS["asit"]) -> dict[str, dict[str, float]]:
@@ -101,6 +119,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("corpus", stage_corpus),
     ("pretrain", stage_pretrain),
     ("pretrain_conformer", stage_pretrain_conformer),
+    ("pretrain_peers", stage_pretrain_peers),
     ("hear", _stage("asit_hear.demo_stage", "stage_hear")),
     ("s3prl", _stage("upstream.s3prl_upstream.demo", "stage_s3prl")),
     ("leaderboard", _stage("benchmarks.demo_stage", "stage_leaderboard")),

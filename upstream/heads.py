@@ -24,6 +24,16 @@ def _init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def init_linear_xavier(*modules: nn.Module) -> None:
+    """MAE's initialisation of every Linear layer inside `modules`: xavier-uniform weights, zero biases."""
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+
 class ProjectionHead(nn.Module):
     """3 FC layers (hidden, hidden, bottleneck) with GELU, L2-normalised bottleneck, weight-normalised last layer.
 

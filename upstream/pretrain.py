@@ -6,7 +6,6 @@ import dataclasses
 import json
 import time
 from functools import partial
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,75 +18,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 
 from .checkpoint import save_encoder
-from .config import deep_merge, from_dict, load_config_file, parse_overrides
-from .encoders import EncoderConfig, encoder_config_from_dict
 from .errors import AsitError
-from .frontend import STATS_MAX_FILES, FrontendConfig, estimate_stats
+from .frontend import STATS_MAX_FILES, estimate_stats
 from .objectives import build_objective
-from .pretrain_data import DataConfig, PretrainDataModule, list_audio
+from .pretrain_config import (DataConfig, OptimConfig, PretrainConfig, TrainerConfig,  # noqa: F401 (re-exported)
+                             load_pretrain_config, load_pretrain_config_dict)
+from .pretrain_data import PretrainDataModule, check_data_needs, list_clips
 from .rng import collect_rng_states, restore_rng_states
 from .schedules import TrainingProgress, cosine
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    lr: float = 5e-4               # per 256 samples: the effective lr is lr × global batch / 256 (DINO rule)
-    min_lr: float = 1e-6
-    warmup_epochs: float = 10.0
-    weight_decay: float = 0.04     # cosine to weight_decay_end
-    weight_decay_end: float = 0.4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    clip_grad: float = 3.0         # total-norm clipping (0 disables)
-    schedule: str = "cosine"       # lr after warm-up: cosine to min_lr | linear to min_lr (timm PolyLRScheduler)
-    warmup_steps: int = 0          # > 0: warm-up length in optimizer steps instead of warmup_epochs
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    max_epochs: int = 100
-    max_steps: int = -1            # > 0: stop after this many optimizer steps (schedules span them)
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"     # "bf16-mixed" for bf16 autocast
-    log_every_n_steps: int = 10
-    limit_train_batches: int | float | None = None
-    checkpoint_every_n_steps: int = 0   # extra mid-epoch checkpoints (0: only at epoch ends)
-    enable_progress_bar: bool = True
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    seed: int = 0
-    run_dir: str = "runs/pretrain"
-    frontend: FrontendConfig = field(default_factory=FrontendConfig)
-    encoder: Any = field(default_factory=EncoderConfig)     # any registered arch's config (`encoder.arch`)
-    objective: dict[str, Any] = field(default_factory=lambda: {"name": "asit"})
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-
-
-def load_pretrain_config_dict(data: Mapping[str, Any]) -> PretrainConfig:
-    config = from_dict(PretrainConfig, data)
-    encoder = encoder_config_from_dict(config.encoder)
-    frames = config.data.crop_frames
-    if frames % encoder.frames_per_step:
-        raise AsitError(f"data.crop_frames {frames} must be a multiple of the {encoder.arch} encoder's "
-                        f"{encoder.frames_per_step} frames per step")
-    if config.optim.schedule not in ("cosine", "linear"):
-        raise AsitError(f"optim.schedule must be cosine or linear, got {config.optim.schedule!r}")
-    if config.frontend.num_mel_bins != encoder.num_mel_bins:
-        raise AsitError(f"frontend.num_mel_bins {config.frontend.num_mel_bins} differs from encoder.num_mel_bins "
-                        f"{encoder.num_mel_bins}")
-    return dataclasses.replace(config, encoder=encoder)
-
-
-def load_pretrain_config(name_or_path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
-    """A shipped config name or a YAML file, then `key.sub=value` overrides."""
-    data = load_config_file(name_or_path, "pretrain")
-    return load_pretrain_config_dict(deep_merge(data, parse_overrides(overrides or [])))
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:
@@ -101,7 +39,7 @@ class PretrainModule(L.LightningModule):
             config = load_pretrain_config_dict(config)
         self.config = config
         self.save_hyperparameters({"config": dataclasses.asdict(config)})
-        self.objective = build_objective(config.objective, config.encoder)
+        self.objective = build_objective(config.objective, config.encoder, config.frontend)
         self.lr_scheduler: CosineLRScheduler | None = None
         self._progress: TrainingProgress | None = None
 
@@ -237,7 +175,7 @@ def resolve_frontend_stats(config: PretrainConfig) -> PretrainConfig:
     frontend = config.frontend
     if frontend.stats != "estimate" or (frontend.mean is not None and frontend.std is not None):
         return config
-    files = list_audio(config.data.source, config.data.root, config.data.extensions)
+    files = list_clips(config.data).files
     mean, std = estimate_stats(files, frontend, seed=config.seed)
     print(f"frontend statistics estimated from {min(len(files), STATS_MAX_FILES)} clip(s) of {config.data.source}: "
           f"mean {mean:.4f}, std {std:.4f}")
@@ -253,7 +191,9 @@ def run_pretraining(config: PretrainConfig, resume: str | None = None,
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = PretrainModule(config)
-    data = PretrainDataModule(config.data, config.frontend, config.seed, module.objective.view_transform())
+    needs = module.objective.data_needs()
+    check_data_needs(config.data, needs, str(config.objective.get("name")))
+    data = PretrainDataModule(config.data, config.frontend, config.seed, module.objective.view_transform(), needs)
     data.setup()  # fail on a bad data.source before any process is launched
     trainer = build_trainer(config, run_dir, extra_callbacks)
     started = time.time()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import torch
 
-from upstream.errors import AsitError
+from upstream.errors import AsitError, bad_rows  # noqa: F401  (re-exported for the dataset readers)
 from upstream.frontend import load_audio, resample, to_mono
 
 
@@ -68,7 +68,3 @@ def require(path: Path, what: str) -> Path:
         raise AsitError(f"{what} not found: {path}")
     return path
 
-
-def bad_rows(rows: Sequence[str], source: Path, reason: str) -> AsitError:
-    shown = "; ".join(rows[:3])
-    return AsitError(f"{len(rows)} malformed line(s) in {source} ({reason}), e.g. {shown}")

@@ -71,6 +71,9 @@ class FinetuneRecipe:
     layer_decay: float = 1.0            # < 1: layer-wise lr decay (BEiT); 1 = off
     clip_grad: float = 0.0              # total-norm clipping (0 = off)
     select: str = "last"                # last | best_valid (checkpoint evaluated on the test split)
+    # knowledge distillation (ACM-SSKD §3.4): {} = off; else teacher keys of upstream.teachers.TeacherConfig
+    # (adapter, path, module, layer, which) + gamma, the weight of the feature regression
+    distill: dict[str, Any] = field(default_factory=dict)
     # machinery
     num_workers: int = 4
     accelerator: str = "auto"
@@ -98,6 +101,17 @@ class FinetuneRecipe:
             raise AsitError(f"recipe mixup_alpha must be > 0 when mixup is on, got {self.mixup_alpha}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise AsitError(f"recipe layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.distill:
+            unknown = set(self.distill) - DISTILL_KEYS
+            if unknown:
+                raise AsitError(f"recipe distill has unknown key(s) {', '.join(sorted(unknown))}; keys: "
+                                f"{', '.join(sorted(DISTILL_KEYS))}")
+            if not self.distill.get("path") and self.distill.get("adapter") != "hear":
+                raise AsitError("recipe distill.path is empty: give the teacher's local model file")
+            _positive("distill.gamma", float(self.distill.get("gamma", 1.0)))
+
+
+DISTILL_KEYS = {"adapter", "path", "module", "layer", "which", "gamma"}
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ import torch
 from ..config import from_dict
 from ..encoders import AudioViT, EncoderConfig
 from ..errors import AsitError
+from ..frontend import FrontendConfig
 from ..heads import ProjectionHead, ReconstructionHead
 from ..losses import CenteredDistillation, global_loss, local_loss, masked_l1
 from ..masking import GMMLViewMasker, MaskingConfig, apply_masks, token_mask
 from ..schedules import TrainingProgress, cosine, linear_warmup
-from .base import PretrainObjective, ViewTransform
+from .base import DataNeeds, PretrainObjective, ViewTransform
 
 LOSS_TERMS = ("recon", "local", "global")
 
@@ -39,9 +40,12 @@ class ASiTConfig:
     teacher_momentum_end: float = 1.0
     freeze_last_layer_epochs: int = 1
     loss_weights: dict[str, float] = field(default_factory=lambda: {t: 1.0 for t in LOSS_TERMS})
+    recon_on: str = "masked"   # L1 over masked pixels (paper eq. 1) | all pixels (Table III's unmasked autoencoder)
 
     def check(self) -> None:
         self.masking.check()
+        if self.recon_on not in ("masked", "all"):
+            raise AsitError(f"objective.recon_on must be masked or all, got {self.recon_on!r}")
         unknown = set(self.loss_weights) - set(LOSS_TERMS)
         if unknown:
             raise AsitError(f"objective.loss_weights has unknown term(s) {sorted(unknown)}; terms: {LOSS_TERMS}")
@@ -49,6 +53,7 @@ class ASiTConfig:
 
 class ASiTObjective(PretrainObjective):
     name = "asit"
+    encoder_prefixes = {"teacher": "teacher.", "student": "student."}
 
     def __init__(self, config: ASiTConfig, encoder: EncoderConfig) -> None:
         super().__init__()
@@ -73,13 +78,17 @@ class ASiTObjective(PretrainObjective):
             p.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, params: Mapping[str, Any], encoder: Any) -> "ASiTObjective":
+    def from_config(cls, params: Mapping[str, Any], encoder: Any,
+                    frontend: FrontendConfig | None = None) -> "ASiTObjective":
         if not isinstance(encoder, EncoderConfig):
             raise AsitError(f"objective asit trains a ViT; encoder.arch is {encoder.arch!r}")
         return cls(from_dict(ASiTConfig, params, "objective."), encoder)
 
+    def data_needs(self) -> DataNeeds:
+        return DataNeeds(num_views=2)   # the global loss matches the CLS of one view to the other's
+
     def view_transform(self) -> ViewTransform:
-        return GMMLViewMasker(self.config.masking)
+        return GMMLViewMasker(self.config.masking, int(self.student.config.patch_size))
 
     def teacher_temp(self, progress: TrainingProgress) -> float:
         cfg = self.config
@@ -103,7 +112,8 @@ class ASiTObjective(PretrainObjective):
             teacher_logits = self.teacher_head(self.teacher.forward_features(views.flatten(0, 1)))
 
         reconstruction = self.recon_head(student_tokens[:, 1:], grid)
-        recon = masked_l1(reconstruction.float(), views.flatten(0, 1).float(), masks.flatten(0, 1)[:, None])
+        recon_mask = masks if self.config.recon_on == "masked" else torch.ones_like(masks)
+        recon = masked_l1(reconstruction.float(), views.flatten(0, 1).float(), recon_mask.flatten(0, 1)[:, None])
 
         k = student_logits.shape[-1]
         temp = self.teacher_temp(progress)

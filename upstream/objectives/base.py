@@ -2,30 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..encoders import AudioEncoder
+from ..frontend import FrontendConfig
 from ..schedules import TrainingProgress
 
-ViewTransform = Callable[[torch.Tensor, np.random.Generator], dict[str, torch.Tensor]]
+# (sample, rng) -> extra per-sample entries. `sample` holds `views` [V, 1, T, F] (normalised fbank crops of one
+# clip), and, when the objective's `data_needs` asks for them, `labels` [C] (multi-hot float32) and `waves` [V, S]
+# (the mono waveform of exactly each view's span, at the frontend's sample rate).
+ViewTransform = Callable[[dict[str, torch.Tensor], np.random.Generator], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class DataNeeds:
+    """What an objective needs from the pretraining data; checked against the data config before any work."""
+
+    num_views: int | None = None     # crops per clip the objective is written for (None: any)
+    labels: bool = False             # multi-hot clip labels from a labelled manifest
+    num_classes: int | None = None   # the label count the objective's classifier was built for
+    waves: bool = False              # the waveform of each crop (for teachers computing their own features)
 
 
 class PretrainObjective(nn.Module):
     """A method = its networks + losses. The Lightning module owns optimisation, schedules, logging, checkpoints.
 
-    Batches are dicts with `views` [B, V, 1, T, F] (normalised fbank crops of the same clip) plus whatever the
-    objective's `view_transform` added per sample in the data workers.
+    Batches are dicts with `views` [B, V, 1, T, F], `labels` [B, C] and `waves` [B, V, S] when asked for, plus
+    whatever the objective's `view_transform` added per sample in the data workers.
     """
 
     name: str = ""
+    # where the exported encoder's weights live in the objective's state dict, per `which`: a Lightning checkpoint
+    # is read by building only that encoder and loading these keys (no objective, no teacher file, no Lightning)
+    encoder_prefixes: ClassVar[dict[str, str]] = {"teacher": "encoder.", "student": "encoder."}
 
     @classmethod
-    def from_config(cls, params: Mapping[str, Any], encoder: Any) -> "PretrainObjective":
+    def from_config(cls, params: Mapping[str, Any], encoder: Any,
+                    frontend: FrontendConfig | None = None) -> "PretrainObjective":
         raise NotImplementedError
+
+    def data_needs(self) -> DataNeeds:
+        return DataNeeds()
 
     def view_transform(self) -> ViewTransform | None:
         """Picklable per-sample transform run in data workers (e.g. mask generation); None for none."""

@@ -28,6 +28,7 @@ from ..config import from_dict
 from ..contrastive import contrastive_logits, contrastive_loss, gather_steps, sample_distractors
 from ..encoders import ConformerConfig, ConformerEncoder
 from ..errors import AsitError
+from ..frontend import FrontendConfig
 from ..quantizer import GumbelProductQuantizer, gumbel_temperature
 from ..schedules import TrainingProgress
 from ..span_mask import SpanMaskConfig, span_mask
@@ -73,7 +74,8 @@ class SpanMaskTransform:
     def __init__(self, config: SpanMaskConfig, frames_per_step: int) -> None:
         self.config, self.frames_per_step = config, frames_per_step
 
-    def __call__(self, views: torch.Tensor, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def __call__(self, sample: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        views = sample["views"]
         steps = views.shape[-2] // self.frames_per_step
         return {"step_mask": torch.from_numpy(np.stack([span_mask(steps, self.config, rng)
                                                          for _ in range(views.shape[0])]))}
@@ -100,7 +102,8 @@ class Wav2Vec2ConformerObjective(PretrainObjective):
             self.target_proj = nn.Linear(latent, config.final_dim)
 
     @classmethod
-    def from_config(cls, params: Mapping[str, Any], encoder: Any) -> "Wav2Vec2ConformerObjective":
+    def from_config(cls, params: Mapping[str, Any], encoder: Any,
+                    frontend: FrontendConfig | None = None) -> "Wav2Vec2ConformerObjective":
         if not isinstance(encoder, ConformerConfig):
             raise AsitError(f"objective wav2vec2_conformer trains a conformer; set encoder.arch: conformer "
                             f"(got {encoder.arch!r})")

@@ -1,0 +1,106 @@
+"""Pretraining configuration as data: what `asit pretrain NAME key=value …` reads. No Lightning, no objective code,
+so checkpoint readers and tools can load a run's config without importing the training stack."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import deep_merge, from_dict, load_config_file, parse_overrides
+from .encoders import EncoderConfig, encoder_config_from_dict
+from .errors import AsitError
+from .frontend import FrontendConfig
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+CROP_MODES = ("random", "loop", "none")
+MISSING_POLICIES = ("error", "drop")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = ""            # folder (searched recursively) or manifest: .csv (column `wav`, optional `labels`),
+                                # an AudioSet segments .csv, or an AST-style .json datafile
+    root: str = ""              # base for relative manifest paths (default: the manifest's folder); for AudioSet
+                                # segment CSVs the folder searched for the clips (default: the dataset root)
+    crop_frames: int = 592      # 5.92 s at a 10 ms hop
+    crop_mode: str = "random"   # random offset | loop (random start, wrapping round the clip) | none (from 0)
+    num_views: int = 2          # crops per clip
+    labels: bool = False        # multi-hot clip labels from the manifest (AST `labels`, AudioSet CSV mids)
+    label_csv: str = ""         # class_labels_indices.csv (default: beside the manifest or in a metadata/ folder)
+    missing: str = "error"      # listed clips absent locally: error | drop (counted and printed; AudioSet's norm)
+    batch_size: int = 40        # per process
+    num_workers: int = 4
+    extensions: list[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))
+
+    def check(self) -> None:
+        if self.crop_mode not in CROP_MODES:
+            raise AsitError(f"data.crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}")
+        if self.missing not in MISSING_POLICIES:
+            raise AsitError(f"data.missing must be one of {', '.join(MISSING_POLICIES)}, got {self.missing!r}")
+        if self.num_views < 1 or self.crop_frames < 1 or self.batch_size < 1:
+            raise AsitError("data.num_views, data.crop_frames and data.batch_size must be positive, got "
+                            f"{self.num_views}, {self.crop_frames}, {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 5e-4               # per 256 samples: the effective lr is lr × global batch / 256 (DINO rule)
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.04     # cosine to weight_decay_end
+    weight_decay_end: float = 0.4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad: float = 3.0         # total-norm clipping (0 disables)
+    schedule: str = "cosine"       # lr after warm-up: cosine to min_lr | linear to min_lr (timm PolyLRScheduler)
+    warmup_steps: int = 0          # > 0: warm-up length in optimizer steps instead of warmup_epochs
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    max_epochs: int = 100
+    max_steps: int = -1            # > 0: stop after this many optimizer steps (schedules span them)
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"     # "bf16-mixed" for bf16 autocast
+    log_every_n_steps: int = 10
+    limit_train_batches: int | float | None = None
+    checkpoint_every_n_steps: int = 0   # extra mid-epoch checkpoints (0: only at epoch ends)
+    enable_progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    seed: int = 0
+    run_dir: str = "runs/pretrain"
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: Any = field(default_factory=EncoderConfig)     # any registered arch's config (`encoder.arch`)
+    objective: dict[str, Any] = field(default_factory=lambda: {"name": "asit"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def load_pretrain_config_dict(data: Mapping[str, Any]) -> PretrainConfig:
+    config = from_dict(PretrainConfig, data)
+    encoder = encoder_config_from_dict(config.encoder)
+    config.data.check()
+    frames = config.data.crop_frames
+    if frames % encoder.frames_per_step:
+        raise AsitError(f"data.crop_frames {frames} must be a multiple of the {encoder.arch} encoder's "
+                        f"{encoder.frames_per_step} frames per step")
+    if config.optim.schedule not in ("cosine", "linear"):
+        raise AsitError(f"optim.schedule must be cosine or linear, got {config.optim.schedule!r}")
+    if config.frontend.num_mel_bins != encoder.num_mel_bins:
+        raise AsitError(f"frontend.num_mel_bins {config.frontend.num_mel_bins} differs from encoder.num_mel_bins "
+                        f"{encoder.num_mel_bins}")
+    return dataclasses.replace(config, encoder=encoder)
+
+
+def load_pretrain_config(name_or_path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
+    """A shipped config name or a YAML file, then `key.sub=value` overrides."""
+    data = load_config_file(name_or_path, "pretrain")
+    return load_pretrain_config_dict(deep_merge(data, parse_overrides(overrides or [])))
