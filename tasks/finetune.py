@@ -140,13 +140,13 @@ def teacher_features(examples: list[Example], recipe: FinetuneRecipe, sample_rat
     """[N, C] teacher features (token mean over each whole clip), computed once and kept in `cache` with the
     teacher and clip list they belong to: a resumed run reuses them, any other run recomputes them. The teacher is
     frozen and reads each clip's waveform at `sample_rate`."""
-    key = json.dumps({"distill": {k: v for k, v in sorted(recipe.distill.items()) if k != "gamma"},
-                      "sample_rate": sample_rate, "clips": [str(e.path) for e in examples]}, sort_keys=True)
+    config = {k: v for k, v in recipe.distill.items() if k != "gamma"}
+    key = json.dumps({"distill": config, "sample_rate": sample_rate, "clips": [str(e.path) for e in examples]},
+                     sort_keys=True)
     if cache.is_file():
         with np.load(cache) as stored:
             if str(stored["key"]) == key:
                 return stored["features"]
-    config = {k: v for k, v in recipe.distill.items() if k != "gamma"}
     teacher = load_teacher(TeacherConfig(**config), sample_rate)
     rows = [teacher(example.load(sample_rate)[None].float()).tokens.mean(dim=1)[0].numpy() for example in examples]
     features = np.stack(rows).astype(np.float32)

@@ -25,13 +25,13 @@ from upstream.hog_masks import (
     intra_patch_mask,
     num_masked,
 )
+from upstream.mae_decoder import patchify
 from upstream.masking import token_mask
 from upstream.objectives.acm_sskd import (
     ACMSSKDObjective,
     feature_kl,
     feature_mse,
     info_nce,
-    patchify,
     weighted_patch_mse,
 )
 from upstream.schedules import TrainingProgress

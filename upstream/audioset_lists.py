@@ -63,8 +63,9 @@ def read_class_labels(path: Path) -> tuple[list[str], dict[str, str]]:
     return mids, {mid: name for mid, name in by_index.values()}
 
 
-def read_segments_csv(path: Path, known: set[str]) -> list[Segment]:
-    """A segments CSV: `# ` comment lines, then `YTID, start_seconds, end_seconds, "mid1,mid2"`."""
+def read_segments_csv(path: Path, known: set[str] | None) -> list[Segment]:
+    """A segments CSV: `# ` comment lines, then `YTID, start_seconds, end_seconds, "mid1,mid2"`; labels must be
+    in `known` (None: not checked, for readers that do not use the labels)."""
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
@@ -85,7 +86,7 @@ def read_segments_csv(path: Path, known: set[str]) -> list[Segment]:
         if not labels or end <= start or fields[0] in seen:
             bad.append(line)
             continue
-        unknown = [m for m in labels if m not in known]
+        unknown = [m for m in labels if known is not None and m not in known]
         if unknown:
             raise AsitError(f"{path}: segment {fields[0]} has label(s) {', '.join(unknown)} that are not in the "
                             f"class list")
@@ -118,7 +119,7 @@ def read_datafile(path: Path, known: set[str]) -> list[tuple[Path, tuple[str, ..
         if not isinstance(wav, str) or not wav or not labels:
             bad.append(json.dumps(entry)[:120])
             continue
-        unknown = [m for m in labels if m not in known]
+        unknown = [m for m in labels if known is not None and m not in known]
         if unknown:
             raise AsitError(f"{path}: entry {wav} has label(s) {', '.join(unknown)} that are not in the class list")
         audio = Path(wav)

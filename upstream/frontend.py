@@ -190,10 +190,10 @@ def estimate_stats(files: list[Path], config: FrontendConfig, max_files: int = S
 
 
 def pad_or_crop(features: torch.Tensor, frames: int, offset: int = 0) -> torch.Tensor:
-    """[T, F] -> [frames, F]: crop starting at `offset`, or pad the end with zeros (the dataset mean after
-    normalisation), the padding every consumer of the frontend uses."""
+    """[T, ...] -> [frames, ...]: crop starting at `offset`, or pad the end with zeros (for fbank [T, F] the
+    dataset mean after normalisation), the padding every consumer of the frontend uses; also crops waveforms [S]."""
     cropped = features[offset:offset + frames]
     missing = frames - cropped.shape[0]
     if missing > 0:
-        cropped = torch.nn.functional.pad(cropped, (0, 0, 0, missing))
+        cropped = torch.nn.functional.pad(cropped, (0, 0) * (cropped.ndim - 1) + (0, missing))
     return cropped

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .audioset_lists import LABELS_CSV, find_clips, read_class_labels, read_datafile, read_segments_csv
 from .errors import AsitError
-from .frontend import Frontend, FrontendConfig
+from .frontend import Frontend, FrontendConfig, pad_or_crop
 from .objectives.base import DataNeeds, ViewTransform
 from .pretrain_config import AUDIO_EXTENSIONS, DataConfig
 
@@ -128,8 +128,7 @@ def _class_list(manifest: Path, config: DataConfig) -> Path:
 
 def _segments_clips(src: Path, config: DataConfig) -> ClipList:
     classes = read_class_labels(_class_list(src, config))[0] if config.labels else None
-    known = set(classes) if classes is not None else _AnyLabel()
-    segments = {s.ytid: s for s in read_segments_csv(src, known)}  # type: ignore[arg-type]
+    segments = {s.ytid: s for s in read_segments_csv(src, set(classes) if classes is not None else None)}
     folder = Path(config.root) if str(config.root) else (src.parent.parent if src.parent.name == "metadata"
                                                          else src.parent)
     clips, wrong = find_clips(folder, segments)
@@ -138,13 +137,6 @@ def _segments_clips(src: Path, config: DataConfig) -> ClipList:
                         f"e.g. {'; '.join(wrong[:3])}")
     entries = [(clips[y][0] if y in clips else folder / f"Y{y}.wav", s.labels) for y, s in segments.items()]
     return _keep_present(src, entries, classes, config.missing)
-
-
-class _AnyLabel:
-    """Stands in for the class set when labels are not read: every mid is accepted."""
-
-    def __contains__(self, item: object) -> bool:
-        return True
 
 
 def _json_wavs(path: Path) -> list[str]:
@@ -198,11 +190,7 @@ def _take(x: torch.Tensor, start: int, length: int, loop: bool) -> torch.Tensor:
     """`length` items of x along dim 0 from `start`, wrapping round when `loop`, else zero-padded at the end."""
     if loop and x.shape[0] > 0:
         return x[(start + torch.arange(length)) % x.shape[0]]
-    out = x[start:start + length]
-    missing = length - out.shape[0]
-    if missing > 0:
-        out = torch.nn.functional.pad(out, (0, 0) * (out.ndim - 1) + (0, missing))
-    return out
+    return pad_or_crop(x, length, start)
 
 
 class EpochSeededSampler(DistributedSampler):

@@ -64,9 +64,6 @@ class Teacher(nn.Module):
         """Always eval: Lightning's `model.train()` must not switch on the teacher's dropout or drop path."""
         return super().train(False)
 
-    def describe(self) -> str:
-        raise NotImplementedError
-
     def _resampled(self, waves: torch.Tensor, rate: int) -> torch.Tensor:
         if rate == self.sample_rate:
             return waves
@@ -88,11 +85,7 @@ class EncoderTeacher(Teacher):
         if not 0 <= self.layer <= depth:
             raise AsitError(f"teacher.layer {config.layer} is outside 0..{depth} (or -1) for {config.path}")
         self.dim = int(self.encoder.embed_dim)
-        self._name = f"{config.path} ({self.encoder.describe()}, layer {self.layer})"
         self.freeze()
-
-    def describe(self) -> str:
-        return self._name
 
     @torch.no_grad()
     def forward(self, waves: torch.Tensor) -> TeacherOutput:
@@ -124,11 +117,7 @@ class HearModuleTeacher(Teacher):
                             f"not a torch module")
         self.sample_rate = sample_rate
         self.dim = int(self.model.timestamp_embedding_size)
-        self._name = f"HEAR module {config.module} ({config.path or 'default weights'})"
         self.freeze()
-
-    def describe(self) -> str:
-        return self._name
 
     @torch.no_grad()
     def forward(self, waves: torch.Tensor) -> TeacherOutput:
@@ -157,11 +146,7 @@ class HFClapTeacher(Teacher):
         self.sample_rate = sample_rate
         cfg = self.model.config
         self.dim = int(cfg.patch_embeds_hidden_size * 2 ** (len(cfg.depths) - 1))   # the last Swin stage's width
-        self._name = f"CLAP audio tower {config.path}"
         self.freeze()
-
-    def describe(self) -> str:
-        return self._name
 
     @torch.no_grad()
     def forward(self, waves: torch.Tensor) -> TeacherOutput:
@@ -199,8 +184,7 @@ def load_teacher(config: TeacherConfig, sample_rate: int) -> Teacher:
     try:
         return cls(config, sample_rate)
     except AsitError as exc:
-        message = str(exc)
-        raise AsitError(message if "teacher" in message else f"{config.adapter} teacher: {message}") from None
+        raise AsitError(f"{config.adapter} teacher: {exc}") from None
 
 
 def align_to_grid(output: TeacherOutput, grid: tuple[int, int]) -> torch.Tensor:

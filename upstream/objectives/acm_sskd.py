@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -40,6 +39,7 @@ from ..errors import AsitError
 from ..frontend import FrontendConfig
 from ..heads import init_linear_xavier
 from ..hog_masks import hog_patch_stats, hog_weights, hog_zscores, inter_patch_mask, intra_patch_mask
+from ..mae_decoder import gather_tokens, patchify, sincos_2d, unshuffle
 from ..masking import token_mask
 from ..schedules import TrainingProgress
 from .base import DataNeeds, PretrainObjective, ViewTransform
@@ -189,13 +189,6 @@ class ACMSSKDMasker:
 
 
 # -- losses (pure functions, exposed for tests) --------------------------------------------------------------------
-def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """[B, 1, T, F] -> [B, Tp·Fp, patch²], time-major tokens, each patch's pixels row (time) major."""
-    b, _, t, f = x.shape
-    grid = x.reshape(b, t // patch, patch, f // patch, patch).permute(0, 1, 3, 2, 4)
-    return grid.reshape(b, (t // patch) * (f // patch), patch * patch)
-
-
 def weighted_patch_mse(prediction: torch.Tensor, target: torch.Tensor, patches: torch.Tensor,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """Formula (2): (1/M) Σ_{p ∈ M} w_p · mean over the patch's pixels of (pred − gt)², over the whole batch.
@@ -268,7 +261,7 @@ class MAEModule(nn.Module):
 
     def forward(self, patches: torch.Tensor, masked: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """patches [B, N, P²], masked [B, N] bool (the same count per row) -> [B, N, D] tokens."""
-        b, n, _ = patches.shape
+        n = patches.shape[1]
         counts = masked.sum(dim=1)
         if bool((counts != counts[0]).any()):
             raise AsitError(f"inter-patch masks must mask the same number of patches in every clip of a batch, got "
@@ -276,14 +269,11 @@ class MAEModule(nn.Module):
         order = torch.argsort(masked.to(torch.int32), dim=1, stable=True)    # visible first, in position order
         visible = n - int(counts[0])
         keep = order[:, :visible]
-        pos = build_sincos2d_pos_embed(list(grid), self.mae_dim, device=patches.device).to(patches.dtype)
-        x = self.patch_embed(torch.gather(patches, 1, keep[..., None].expand(-1, -1, patches.shape[-1])))
-        x = x + pos[keep]
+        pos = sincos_2d(grid, self.mae_dim).to(device=patches.device, dtype=patches.dtype)
+        x = self.patch_embed(gather_tokens(patches, keep)) + pos[keep]
         for block in self.blocks:
             x = block(x)
-        x = self.out(self.norm(x))
-        full = self.mask_token.to(x.dtype).expand(b, n, -1).clone()
-        return full.scatter(1, keep[..., None].expand(-1, -1, x.shape[-1]), x)
+        return unshuffle(self.out(self.norm(x)), keep, n, self.mask_token)
 
 
 # -- the objective -------------------------------------------------------------------------------------------------
@@ -383,4 +373,4 @@ class ACMSSKDObjective(PretrainObjective):
 
 
 __all__ = ["ACMSSKDConfig", "ACMSSKDMasker", "ACMSSKDObjective", "IntraConfig", "InterConfig", "LossWeights",
-           "MAEModule", "ModeProbs", "feature_kl", "feature_mse", "info_nce", "patchify", "weighted_patch_mse"]
+           "MAEModule", "ModeProbs", "feature_kl", "feature_mse", "info_nce", "weighted_patch_mse"]
