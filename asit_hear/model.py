@@ -14,6 +14,8 @@ interpolated or repeated, at the price of `step / hop` encoder passes (ViT: 4, c
 
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass
 from typing import Union
 
@@ -32,13 +34,17 @@ class AudioInputError(ValueError, AsitError):
     """Audio handed to the HEAR API is not what it takes (a ValueError, as the API's users expect)."""
 
 
+DEFAULT_TIMESTAMP_HOP_MS = 40
+
+
 @dataclass(frozen=True)
 class HearOptions(RuntimeOptions):
     """`load_model` keyword options (heareval: `--model-options '{"layers": [6, 12], "precision": "bf16"}'`): the
     runtime's options (pooling, columns, chunk_frames, padding, precision, max_batch_chunks) plus these."""
 
     layers: Union[int, list[int], str] = -1   # block index(es) 0..depth (0 = input embeddings), -1 = last, "all"
-    timestamp_hop_ms: int = 40                # a divisor of the step hop that is a whole number of frames
+    timestamp_hop_ms: Union[int, None] = None  # a divisor of the step hop, whole frames; None: 40, or the step if
+                                               # it is shorter (fbank_stats: 10)
     which: str = "teacher"                    # network of a pretraining checkpoint
     frontend_sample_rate: Union[int, None] = None   # fbank rate override (official ASiT: 32000 unless set)
 
@@ -48,7 +54,7 @@ class HearOptions(RuntimeOptions):
             raise AsitError(f"layers must be an int, a list of ints or 'all', got {self.layers!r}")
         if isinstance(self.layers, list) and not self.layers:
             raise AsitError("layers is an empty list")
-        if self.timestamp_hop_ms <= 0:
+        if self.timestamp_hop_ms is not None and self.timestamp_hop_ms <= 0:
             raise AsitError(f"timestamp_hop_ms must be positive, got {self.timestamp_hop_ms}")
 
 
@@ -70,8 +76,10 @@ class AsitHearModel(nn.Module):
         self.scene_embedding_size = scene_dim(runtime.encoder, self.options.pooling, runtime.options.columns) * len(
             self.layers)
         self.timestamp_embedding_size = runtime.embed_dim * len(self.layers)
-        self.frame_shifts = self._frame_shifts(self.options.timestamp_hop_ms)
-        self.timestamp_hop_ms = self.options.timestamp_hop_ms
+        step_ms = runtime.frames_per_column * runtime.frontend.config.hop_samples * 1000 / runtime.sample_rate
+        hop = self.options.timestamp_hop_ms or int(min(DEFAULT_TIMESTAMP_HOP_MS, step_ms))
+        self.frame_shifts = self._frame_shifts(hop)
+        self.timestamp_hop_ms = hop
         super().train(False)
 
     def _frame_shifts(self, hop_ms: int) -> list[int]:
@@ -92,7 +100,8 @@ class AsitHearModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.runtime.parameters()).device
+        """Where the encoder lives (its weights, or the buffers of a weightless floor)."""
+        return next(itertools.chain(self.runtime.parameters(), self.runtime.buffers())).device
 
     # -- input -------------------------------------------------------------------------------------------------
     def waves(self, audio: torch.Tensor) -> list[torch.Tensor]:

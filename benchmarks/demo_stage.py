@@ -1,6 +1,7 @@
 """The last `asit demo` stage: the demo suite on the embedded corpus, then the leaderboard.
 
-ASiT-pretrained tiny encoder vs the same architecture from scratch, probe and finetune, on all five tasks, plus the
+ASiT-pretrained tiny encoder vs its floors (the same architecture from scratch, the fbank statistics), probe and
+finetune, on all five tasks, plus the
 HEAR stage's heareval scores (their own protocol columns) and the s3prl stage's runs (rows of their own) when those
 stages ran. The suite is resumable, so rerunning the demo only runs the cells that are missing.
 """
@@ -21,7 +22,7 @@ from .suite import TASK_PROTOCOLS, Runner, load_suite, run_suite
 from .table import write_leaderboard
 
 SUITE = "demo_cpu"
-PRETRAINED, SCRATCH = "asit-tiny-demo", "scratch-tiny-demo"
+PRETRAINED, SCRATCH, FBANK = "asit-tiny-demo", "scratch-tiny-demo", "fbank-stats"
 CONFORMER, CONFORMER_SCRATCH = "w2v2-conformer-tiny-demo", "scratch-conformer-tiny-demo"
 ACM_SSKD, SUPMAM = "acm-sskd-tiny-demo", "supmam-tiny-demo"
 # the demo context's field holding each optional encoder's file: rows whose encoder the demo did not make are left out
@@ -38,8 +39,8 @@ def _literal(path: Any) -> str:
 
 def demo_suite_overrides(ctx: Any, tasks: tuple[str, ...]) -> list[str]:
     """Point the shipped demo suite at this demo's corpus and encoder."""
-    sets = [f"vars.demo={_literal(ctx.out_dir)}", f"encoders.{PRETRAINED}.path={_literal(ctx.encoder)}",
-            f"encoders.{SCRATCH}.path={_literal(ctx.encoder)}"]
+    sets = [f"vars.demo={_literal(ctx.out_dir)}",
+            *(f"encoders.{name}.path={_literal(ctx.encoder)}" for name in (PRETRAINED, SCRATCH, FBANK))]
     for name, attr in OPTIONAL_ENCODERS.items():
         if getattr(ctx, attr, None) is not None:
             sets.append(f"encoders.{name}.path={_literal(getattr(ctx, attr))}")

@@ -103,7 +103,7 @@ def make_row(cell: TaskCell, key: str, checkpoint_sha256: str, *, result: TaskRe
         "pretraining": pretraining,
         "task": cell.task,
         "mode": cell.mode,
-        "protocol": cell.protocol,
+        "protocol": result.extra.get("protocol", cell.protocol) if result is not None else cell.protocol,
         "recipe_digest": recipe_digest,
         "seed": cell.seed,
         "fold": cell.fold,

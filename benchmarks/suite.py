@@ -38,13 +38,13 @@ from tasks.api import MODES, TASKS, EncoderSpec, TaskCell, TaskResult
 from tasks.task_data import PROTOCOLS
 from upstream.config import deep_merge, load_yaml, parse_overrides
 from upstream.errors import AsitError
+from upstream.floors import INITS
 
 from .results import STATUS_OK, ResultsStore, cell_key, file_sha256, make_row
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_RUNNER = "tasks.run:run_task"
 UNSET = "???"
-INITS = ("pretrained", "scratch")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 # The protocol each task is evaluated under (the task runner's, tasks.task_data.PROTOCOLS) and the held-out folds
@@ -55,6 +55,7 @@ TASK_PROTOCOLS: dict[str, tuple[str, tuple[int, ...] | None]] = {
     task: (PROTOCOLS[task], TASK_FOLDS.get(task)) for task in TASKS}
 
 Runner = Callable[[TaskCell, Path], TaskResult]
+FLOOR_PRETRAINING = {"scratch": "none (scratch)", "fbank_stats": "none (fbank statistics floor)"}
 
 
 # ----------------------------------------------------------------------------------------------------- the spec
@@ -175,7 +176,7 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str
             raise AsitError(f"suite {source}: encoders.{enc_name}.init must be one of {', '.join(INITS)}, got {init!r}")
         if "path" not in entry:
             raise AsitError(f"suite {source}: encoders.{enc_name} has no path")
-        pretraining = fill(entry.get("pretraining", "none (scratch)" if init == "scratch" else ""),
+        pretraining = fill(entry.get("pretraining", FLOOR_PRETRAINING.get(init, "")),
                            f"encoders.{enc_name}.pretraining")
         encoders.append(SuiteEncoder(EncoderSpec(str(enc_name), fill(entry["path"], f"encoders.{enc_name}.path"),
                                                  init), pretraining))

@@ -4,16 +4,23 @@ One column per (task, protocol): a number is only ever compared with numbers mea
 (ESC-50 train-4/test-1 and HEAR's 3/1/1 are different columns). Rows are (model, pretraining data, mode, source);
 the mode says whether the encoder was finetuned or frozen. Quoted rows come from benchmarks/reference.yaml.
 
+Every measured cell also carries a 95 % percentile-bootstrap interval (benchmarks/stats.py): over the runs when
+n > 1, over the test clips of the run's saved predictions when n = 1, none otherwise. Floors — the fbank-statistics
+baseline and random-init twins — are marked in the `Kind` column and listed right after the pretrained rows.
+
 Outputs (`write_leaderboard`): leaderboard.md, leaderboard.csv (the same wide table), leaderboard_long.csv (one
-numeric row per model × mode × task × protocol: mean, std, n, seeds, folds), leaderboard.tex and leaderboard.png.
+numeric row per model × mode × task × protocol: mean, std, interval, n, seeds, folds), leaderboard.tex and
+leaderboard.png. `write_comparison` writes compare_<A>_vs_<B>.csv/.md: paired differences of two encoders.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import Any, Collection, Sequence
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -22,6 +29,7 @@ from upstream.atomic import atomic_write_text
 from upstream.errors import AsitError
 
 from .results import ResultsStore
+from .stats import RESAMPLES, SEED, Comparison, bootstrap_interval, paired_comparison, row_predictions
 
 REFERENCE_FILE = Path(__file__).parent / "reference.yaml"
 TASK_LABELS = {"as2m": "AS-2M", "as20k": "AS-20K", "esc50": "ESC-50", "speechcommands_v2": "SC-V2",
@@ -30,9 +38,14 @@ METRIC_LABELS = {"accuracy": "acc", "mAP": "mAP"}
 MODE_LABELS = {"finetune": "finetune", "probe": "probe (frozen)", "hear": "HEAR MLP (frozen)",
                "s3prl-frozen": "s3prl frozen", "s3prl-finetune": "s3prl finetuned"}
 OURS = "ours"
-INDEX = ["Model", "Pretraining", "Mode", "Source"]
-LONG_COLUMNS = ["source", "model", "pretraining", "mode", "task", "protocol", "metric", "mean", "std", "n", "seeds",
-                "folds"]
+PRETRAINED, FLOOR_FBANK, FLOOR_RANDOM = "pretrained", "floor: fbank stats", "floor: random init"
+KIND_ORDER = {PRETRAINED: 0, FLOOR_FBANK: 1, FLOOR_RANDOM: 2}      # floors listed right after the pretrained rows
+FBANK_ARCH = "fbank_stats"
+INDEX = ["Model", "Kind", "Pretraining", "Mode", "Source"]
+LONG_COLUMNS = ["source", "model", "kind", "pretraining", "mode", "task", "protocol", "metric", "mean", "std",
+                "ci_low", "ci_high", "ci_basis", "n", "seeds", "folds"]
+AGGREGATE_COLUMNS = ["encoder", "kind", "pretraining", "init", "task", "mode", "protocol", "metric", "mean", "std",
+                     "ci_low", "ci_high", "ci_basis", "n", "seeds", "folds"]
 
 
 # ------------------------------------------------------------------------------------------------------ reading
@@ -59,38 +72,67 @@ def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).drop_duplicates("key", keep="first").reset_index(drop=True)
 
 
-def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) of the value in percent over every seed × fold cell of an encoder × task × mode
-    × protocol; `n` counts the cells, `seeds` and `folds` the distinct ones. Runs are never averaged across
-    checkpoints or recipes: an encoder name used with two checkpoint files becomes `name@sha8` rows, a task × mode
-    run with two resolved recipes becomes `mode · recipe <digest6>` rows."""
-    columns = ["encoder", "pretraining", "init", "task", "mode", "protocol", "metric", "mean", "std", "n", "seeds",
-               "folds"]
-    if rows is None or not len(rows):
-        return pd.DataFrame(columns=columns)
+def _arch(extra: Any) -> str:
+    return str(extra.get("encoder_arch") or "") if isinstance(extra, dict) else ""
+
+
+def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Store rows as the table names them: `encoder` becomes `name@sha8` when one name was used with two checkpoint
+    files, `mode` becomes `mode · recipe <digest6>` when one encoder × task × mode ran two resolved recipes (the
+    given names stay in `encoder_name`, `base_mode`), and `kind` says whether a row is a floor: the fbank-statistics
+    baseline (`extra.encoder_arch` or `init` = fbank_stats, for every row of that encoder) or a random-init twin."""
     rows = rows.copy()
-    for name, default in (("pretraining", ""), ("init", "pretrained"), ("checkpoint_sha256", "")):
+    for name, default in (("pretraining", ""), ("init", "pretrained"), ("checkpoint_sha256", ""),
+                          ("recipe_digest", "")):
         if name not in rows:
             rows[name] = default
         rows[name] = rows[name].fillna(default)
+    if "extra" not in rows:
+        rows["extra"] = None
+    rows["encoder_name"], rows["base_mode"] = rows["encoder"], rows["mode"]
     shas = rows.groupby("encoder")["checkpoint_sha256"].transform("nunique")
     rows["encoder"] = rows["encoder"].where(shas <= 1, rows["encoder"] + "@" + rows["checkpoint_sha256"].str[:8])
-    if "recipe_digest" not in rows:
-        rows["recipe_digest"] = ""
-    rows["recipe_digest"] = rows["recipe_digest"].fillna("")
     recipes = rows.groupby(["encoder", "task", "mode", "protocol"])["recipe_digest"].transform("nunique")
     rows["mode"] = rows["mode"].where(recipes <= 1, rows["mode"] + " · recipe " + rows["recipe_digest"].str[:6])
-    rows["percent"] = rows["value"].astype(float) * 100.0
+    fbank = pd.Series([_arch(e) == FBANK_ARCH for e in rows["extra"]], index=rows.index) | (rows["init"] == FBANK_ARCH)
+    fbank = fbank.groupby(rows["encoder"]).transform("any")
+    rows["kind"] = np.where(fbank, FLOOR_FBANK, np.where(rows["init"] == "scratch", FLOOR_RANDOM, PRETRAINED))
     rows["fold_key"] = rows["fold"].astype("string").fillna("-")
-    grouped = rows.groupby(["encoder", "pretraining", "init", "task", "mode", "protocol", "metric"], sort=False,
-                           dropna=False)
-    out = grouped.agg(mean=("percent", "mean"), std=("percent", "std"), n=("percent", "size"),
-                      seeds=("seed", "nunique"), folds=("fold_key", "nunique")).reset_index()
-    return out[columns]
+    return rows
+
+
+def aggregate(rows: pd.DataFrame, *, intervals: bool = False, resamples: int = RESAMPLES,
+              seed: int = SEED) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) of the value in percent over every seed × fold cell of an encoder × task × mode
+    × protocol; `n` counts the cells, `seeds` and `folds` the distinct ones. With `intervals` (the leaderboard's
+    long table; off by default so that a suite's summary never pays for clip bootstraps): `ci_low`/`ci_high`
+    (percent), the 95 % interval of `bootstrap_interval` (over runs for n > 1, over the test clips of saved
+    predictions for n = 1), and `ci_basis`, which one ("runs", "clips", or "none (<why>)"). Runs are never averaged
+    across checkpoints or recipes (see `label_rows`)."""
+    if rows is None or not len(rows):
+        return pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    rows = label_rows(rows)
+    records = []
+    keys = ["encoder", "kind", "pretraining", "init", "task", "mode", "protocol", "metric"]
+    for key, group in rows.groupby(keys, sort=False, dropna=False):
+        values = group["value"].astype(float).to_numpy()
+        record = dict(zip(keys, key), mean=100.0 * values.mean(), std=100.0 * values.std(ddof=1) if len(values) > 1
+                      else float("nan"), n=len(values), seeds=group["seed"].nunique(),
+                      folds=group["fold_key"].nunique())
+        low = high = float("nan")
+        basis = "not computed"
+        if intervals:
+            predictions, why = (row_predictions(group.iloc[0]) if len(values) == 1 else (None, ""))
+            interval = bootstrap_interval(values, predictions, resamples=resamples, seed=seed)
+            low, high = 100.0 * interval.low, 100.0 * interval.high
+            basis = interval.basis or f"none ({why or 'undefined on resamples'})"
+        records.append({**record, "ci_low": low, "ci_high": high, "ci_basis": basis})
+    return pd.DataFrame(records, columns=AGGREGATE_COLUMNS)
 
 
 def load_reference(path: str | Path = REFERENCE_FILE) -> pd.DataFrame:
-    """Quoted rows in the long format (mean in percent, std/n empty)."""
+    """Quoted rows in the long format (mean in percent, std/interval/n empty; a quoted "none (scratch)" pretraining
+    is a random-init floor)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -101,22 +143,22 @@ def load_reference(path: str | Path = REFERENCE_FILE) -> pd.DataFrame:
         for task, value in row["values"].items():
             if task not in protocols or task not in metrics:
                 raise AsitError(f"reference file {path}: task {task} has no protocol or metric")
+            kind = FLOOR_RANDOM if str(row["pretraining"]).startswith("none") else PRETRAINED
             records.append({"source": f"quoted: {row.get('citation', data['citation'])}", "model": row["model"],
-                            "pretraining": row["pretraining"], "mode": row["mode"], "task": task,
+                            "kind": kind, "pretraining": row["pretraining"], "mode": row["mode"], "task": task,
                             "protocol": protocols[task], "metric": metrics[task], "mean": float(value),
-                            "std": float("nan"), "n": float("nan"), "seeds": float("nan"), "folds": float("nan")})
+                            "std": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "ci_basis": "",
+                            "n": float("nan"), "seeds": float("nan"), "folds": float("nan")})
     return pd.DataFrame(records, columns=LONG_COLUMNS)
 
 
-def long_table(results: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Ours (aggregated) + quoted rows; quoted rows are kept only for (task, protocol) columns we measured, unless
-    nothing was measured at all."""
-    agg = aggregate(results)
-    ours = pd.DataFrame({
-        "source": OURS, "model": agg["encoder"], "pretraining": agg["pretraining"].replace("", "unspecified"),
-        "mode": agg["mode"], "task": agg["task"], "protocol": agg["protocol"], "metric": agg["metric"],
-        "mean": agg["mean"], "std": agg["std"], "n": agg["n"], "seeds": agg["seeds"], "folds": agg["folds"],
-    }, columns=LONG_COLUMNS)
+def long_table(results: pd.DataFrame, reference: pd.DataFrame | None = None, *, resamples: int = RESAMPLES,
+               seed: int = SEED) -> pd.DataFrame:
+    """Ours (aggregated, with intervals) + quoted rows; quoted rows are kept only for (task, protocol) columns we
+    measured, unless nothing was measured at all."""
+    agg = aggregate(results, intervals=True, resamples=resamples, seed=seed)
+    ours = agg.rename(columns={"encoder": "model"}).assign(
+        source=OURS, pretraining=agg["pretraining"].replace("", "unspecified"))[LONG_COLUMNS]
     if reference is not None and len(reference):
         if len(ours):
             measured = set(zip(ours["task"], ours["protocol"]))
@@ -144,14 +186,24 @@ def _mode_label(mode: str) -> str:
     return MODE_LABELS.get(base, base) + sep + rest
 
 
-def format_cell(mean: float, std: float, n: float, pm: str = "±") -> str:
+def format_cell(mean: float, std: float, n: float, pm: str = "±", ci_low: float = float("nan"),
+                ci_high: float = float("nan")) -> str:
+    """`71.2 ± 3.1 [66.0, 76.1] (n=5)`: mean ± std, the 95 % interval when there is one, the number of runs."""
     if pd.isna(mean):
         return "—"
     if pd.isna(n):                       # quoted: the number as printed
         return f"{mean:.1f}"
-    if n > 1 and not pd.isna(std):
-        return f"{mean:.1f} {pm} {std:.1f} (n={int(n)})"
-    return f"{mean:.1f} (n={int(n)})"
+    text = f"{mean:.1f} {pm} {std:.1f}" if n > 1 and not pd.isna(std) else f"{mean:.1f}"
+    if not pd.isna(ci_low) and not pd.isna(ci_high):
+        text += f" [{ci_low:.1f}, {ci_high:.1f}]"
+    return f"{text} (n={int(n)})"
+
+
+def _row_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """Quoted rows first (as printed in their sources), then ours: pretrained rows, then the floors together
+    (fbank statistics, then random init), each block by model and mode."""
+    kind = rows["Kind"].map(KIND_ORDER).fillna(len(KIND_ORDER)).where(rows["Source"] == OURS, -1)
+    return rows.assign(_kind=kind, _mode=rows["Mode"]).sort_values(["_kind", "Model", "_mode"])
 
 
 def wide_table(long: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
@@ -160,18 +212,21 @@ def wide_table(long: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
         return pd.DataFrame(columns=INDEX)
     frame = long.copy()
     frame["Model"] = frame["model"]
+    frame["Kind"] = frame["kind"] if "kind" in frame else PRETRAINED
     frame["Pretraining"] = frame["pretraining"]
     frame["Mode"] = frame["mode"].map(_mode_label)
     frame["Source"] = frame["source"]
     frame["column"] = [column_label(t, m, p) for t, m, p in zip(frame["task"], frame["metric"], frame["protocol"])]
-    frame["cell"] = [format_cell(m, s, n, pm) for m, s, n in zip(frame["mean"], frame["std"], frame["n"])]
+    for name in ("ci_low", "ci_high"):
+        if name not in frame:
+            frame[name] = float("nan")
+    frame["cell"] = [format_cell(m, s, n, pm, lo, hi) for m, s, n, lo, hi in zip(
+        frame["mean"], frame["std"], frame["n"], frame["ci_low"], frame["ci_high"])]
     order = (frame.assign(_task=[_task_order(t) for t in frame["task"]])
              .sort_values(["_task", "protocol"])["column"].drop_duplicates().tolist())
     wide = frame.pivot_table(index=INDEX, columns="column", values="cell", aggfunc="first", sort=False)
     wide = wide.reindex(columns=order).fillna("—")
-    rows = frame[INDEX].drop_duplicates()
-    rows = rows.assign(_quoted=rows["Source"] != OURS, _mode=rows["Mode"]).sort_values(
-        ["_quoted", "Model", "_mode"], ascending=[False, True, True])
+    rows = _row_order(frame[INDEX].drop_duplicates())
     wide = wide.reindex(pd.MultiIndex.from_frame(rows[INDEX])).reset_index()
     wide.columns.name = None
     return wide
@@ -220,7 +275,7 @@ def _tick_label(column: str, width: int = 20) -> str:
 
 def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
     """Grouped bars: one group per (task, protocol) column, one bar per leaderboard row, std as error bars;
-    quoted rows hatched."""
+    quoted rows hatched //, floors hatched .. and named so in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,13 +283,17 @@ def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
 
     frame = long.copy()
     frame["column"] = [column_label(t, m, p) for t, m, p in zip(frame["task"], frame["metric"], frame["protocol"])]
+    if "kind" not in frame:
+        frame["kind"] = PRETRAINED
     frame["entry"] = [f"{m} · {p} · {_mode_label(d)}" + ("" if s == OURS else " (quoted)")
-                      for m, p, d, s in zip(frame["model"], frame["pretraining"], frame["mode"], frame["source"])]
+                      + ("" if k == PRETRAINED else f" [{k}]")
+                      for m, p, d, s, k in zip(frame["model"], frame["pretraining"], frame["mode"], frame["source"],
+                                               frame["kind"])]
     columns = (frame.assign(_task=[_task_order(t) for t in frame["task"]])
                .sort_values(["_task", "protocol"])["column"].drop_duplicates().tolist())
     entries = frame.drop_duplicates("entry")
-    entries = entries.assign(_quoted=entries["source"] != OURS).sort_values(["_quoted", "model", "mode"],
-                                                                            ascending=[False, True, True])
+    entries = _row_order(entries.assign(Source=entries["source"], Kind=entries["kind"], Model=entries["model"],
+                                        Mode=entries["mode"]))
     width = 0.8 / max(1, len(entries))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(columns) + 2.5), 4.8))
     cmap = plt.get_cmap("tab10")
@@ -244,7 +303,8 @@ def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
         stds = [cells["std"].get(c, float("nan")) for c in columns]
         xs = [j - 0.4 + width * (i + 0.5) for j in range(len(columns))]
         ax.bar(xs, means, width, yerr=stds, capsize=2, color=cmap(i % 10),
-               hatch="//" if entry["source"] != OURS else None, edgecolor="black", linewidth=0.4,
+               hatch="//" if entry["source"] != OURS else (".." if entry["kind"] != PRETRAINED else None),
+               edgecolor="black", linewidth=0.4,
                label=entry["entry"])
     ax.set_xticks(range(len(columns)))
     ax.set_xticklabels([_tick_label(c) for c in columns], fontsize=7)
@@ -261,16 +321,18 @@ def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
 
 
 def write_leaderboard(results: Sequence[str | Path], out_dir: str | Path, *, reference: bool = True,
-                      title: str = "Leaderboard", keys: Collection[str] | None = None) -> LeaderboardFiles:
+                      title: str = "Leaderboard", keys: Collection[str] | None = None, resamples: int = RESAMPLES,
+                      seed: int = SEED) -> LeaderboardFiles:
     """Read the stores, build the tables and write all five files into `out_dir`. `keys`: only these cells (e.g.
-    one suite's grid, leaving out rows of earlier versions of its recipes that the same store still holds)."""
+    one suite's grid, leaving out rows of earlier versions of its recipes that the same store still holds);
+    `resamples`, `seed`: of the bootstrap intervals."""
     rows = load_results(results)
     if keys is not None:
         rows = rows[rows["key"].isin(set(keys))]
     if not len(rows):
         raise AsitError(f"no successful results in {', '.join(map(str, results))}")
-    long = long_table(rows, load_reference() if reference else None)
-    return write_tables(long, out_dir, title=title, failed=count_failed(results, keys))
+    long = long_table(rows, load_reference() if reference else None, resamples=resamples, seed=seed)
+    return write_tables(long, out_dir, title=title, failed=count_failed(results, keys), resamples=resamples)
 
 
 def count_failed(paths: Sequence[str | Path], keys: Collection[str] | None = None) -> int:
@@ -281,21 +343,38 @@ def count_failed(paths: Sequence[str | Path], keys: Collection[str] | None = Non
     return len((failed - ok) & set(keys)) if keys is not None else len(failed - ok)
 
 
+def legend(long: pd.DataFrame, *, failed: int = 0, resamples: int = RESAMPLES) -> str:
+    """What the cells, intervals and kinds mean, and which cells have no interval and why."""
+    text = ("\n\nCells: mean ± sample std over seeds × folds in %, [95 % percentile-bootstrap interval, "
+            f"{resamples} resamples], n = number of runs. The interval is over runs (resampled seeds × folds, "
+            "mean) when n > 1, and over test clips (the metric recomputed on resampled clips of the run's saved "
+            "predictions) when n = 1; an n = 1 cell without usable predictions has none. Quoted rows are as "
+            "printed in their source. Columns are task, metric [protocol]: numbers in one column share a protocol. "
+            f"Kind: `{PRETRAINED}`, or a floor listed right after them — `{FLOOR_FBANK}` (per-band fbank mean + std, "
+            f"no weights) or `{FLOOR_RANDOM}` (the same architecture, untrained).\n")
+    ours = long[long["source"] == OURS] if len(long) else long
+    missing = ours[ours["ci_basis"].astype(str).str.startswith("none")] if len(ours) else ours
+    if len(missing):
+        reasons = missing["ci_basis"].str.extract(r"none \((.*)\)")[0].value_counts()
+        listed = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+        text += (f"\n{len(missing)} n = 1 cell(s) have no interval ({listed}); rows written before predictions "
+                 "were saved, and HEAR and s3prl rows, have none.\n")
+    if failed:
+        text += f"\n{failed} cell(s) failed in every run and are not in the table (their errors are in the store).\n"
+    return text
+
+
 def write_tables(long: pd.DataFrame, out_dir: str | Path, *, title: str = "Leaderboard",
-                 failed: int = 0) -> LeaderboardFiles:
+                 failed: int = 0, resamples: int = RESAMPLES) -> LeaderboardFiles:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     wide = wide_table(long)
     text = to_markdown(wide)
-    legend = ("\n\nCells: mean ± sample std over seeds × folds in %, n = number of runs; quoted rows are as "
-              "printed in their source. Columns are task, metric [protocol]: numbers in one column share a "
-              "protocol.\n")
-    if failed:
-        legend += f"\n{failed} cell(s) failed in every run and are not in the table (their errors are in the store).\n"
+    legend_text = legend(long, failed=failed, resamples=resamples)
     files = LeaderboardFiles(markdown=out / "leaderboard.md", csv=out / "leaderboard.csv",
                              long_csv=out / "leaderboard_long.csv", latex=out / "leaderboard.tex",
                              png=out / "leaderboard.png", text=text)
-    atomic_write_text(files.markdown, f"# {title}\n\n{text}{legend}")
+    atomic_write_text(files.markdown, f"# {title}\n\n{text}{legend_text}")
     atomic_write_text(files.csv, wide.to_csv(index=False))
     atomic_write_text(files.long_csv, long.to_csv(index=False))
     atomic_write_text(files.latex, to_latex(long, caption=title))
@@ -303,8 +382,140 @@ def write_tables(long: pd.DataFrame, out_dir: str | Path, *, title: str = "Leade
     return files
 
 
+# ------------------------------------------------------------------------------------------------- comparisons
+
+COMPARE_COLUMNS = ["task", "mode", "protocol", "metric", "a", "b", "mean_a", "mean_b", "difference", "ci_low",
+                   "ci_high", "p_bootstrap", "p_mcnemar", "a_only", "b_only", "n_runs", "n_clips",
+                   "runs_without_predictions", "resamples"]
 
 
-__all__ = ["LeaderboardFiles", "REFERENCE_FILE", "aggregate", "format_cell", "load_reference", "load_results",
-           "long_table", "plot", "store_files", "to_latex", "to_markdown", "wide_table", "write_leaderboard",
-           "write_tables"]
+@dataclass
+class ComparisonFiles:
+    csv: Path
+    markdown: Path
+    table: pd.DataFrame                  # one row per compared column (COMPARE_COLUMNS)
+    text: str                            # the Markdown table, notes and legend
+
+
+def _select_encoder(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The labelled rows of encoder `name`, as the table names it (`name`, or `name@sha8` — any checkpoint-hash
+    prefix after the @)."""
+    hit = rows[rows["encoder"] == name]
+    if not len(hit) and "@" in name:
+        base, _, sha = name.rpartition("@")
+        if sha:
+            hit = rows[(rows["encoder_name"] == base) & rows["checkpoint_sha256"].astype(str).str.startswith(sha)]
+    if len(hit):
+        return hit
+    split = sorted(set(rows.loc[rows["encoder_name"] == name, "encoder"]))
+    if split:
+        raise AsitError(f"encoder {name!r} ran with {len(split)} checkpoints: name one of {', '.join(split)}")
+    raise AsitError(f"unknown encoder {name!r}; the results hold {', '.join(sorted(set(rows['encoder'])))}")
+
+
+def compare(rows: pd.DataFrame, a: str, b: str, *, task: str | None = None, mode: str | None = None,
+            resamples: int = RESAMPLES, seed: int = SEED) -> tuple[pd.DataFrame, list[str]]:
+    """Paired comparisons (`stats.paired_comparison`) of encoders A and B on every task × mode × protocol both ran
+    (optionally one task, by id or label, and one mode, by name or as the table shows it). Returns the table
+    (COMPARE_COLUMNS; difference and interval in percentage points) and one note per column that could not be
+    compared; raises if none could."""
+    if not len(rows):
+        raise AsitError("no successful results to compare")
+    rows = label_rows(rows)
+    rows_a, rows_b = _select_encoder(rows, a), _select_encoder(rows, b)
+    if set(rows_a.index) & set(rows_b.index):
+        raise AsitError(f"{a} and {b} are the same runs: compare two different encoders")
+    if task is not None:
+        tasks = {t for t in set(rows["task"]) if task in (t, TASK_LABELS.get(t))}
+        if not tasks:
+            raise AsitError(f"unknown task {task!r}; the results hold {', '.join(sorted(set(rows['task'])))}")
+        rows_a, rows_b = rows_a[rows_a["task"].isin(tasks)], rows_b[rows_b["task"].isin(tasks)]
+    if mode is not None:
+        def pick(frame: pd.DataFrame) -> pd.DataFrame:
+            shown = frame["mode"].map(_mode_label)
+            return frame[(frame["base_mode"] == mode) | (frame["mode"] == mode) | (shown == mode)]
+        rows_a, rows_b = pick(rows_a), pick(rows_b)
+    column = ["task", "base_mode", "protocol"]
+    common = sorted(set(map(tuple, rows_a[column].to_numpy())) & set(map(tuple, rows_b[column].to_numpy())),
+                    key=lambda c: (_task_order(c[0]), c[1], c[2]))
+    where = "".join(f" {label} {value}" for label, value in (("task", task), ("mode", mode)) if value)
+    if not common:
+        raise AsitError(f"{a} and {b} share no task × mode × protocol{where and ' with' + where}")
+    records, notes = [], []
+    groups_a, groups_b = rows_a.groupby(column), rows_b.groupby(column)
+    for key in common:
+        side_a, side_b = groups_a.get_group(key), groups_b.get_group(key)
+        for mode_a, group_a in side_a.groupby("mode", sort=True):
+            for mode_b, group_b in side_b.groupby("mode", sort=True):
+                try:
+                    result: Comparison = paired_comparison(group_a, group_b, resamples=resamples, seed=seed)
+                except AsitError as exc:
+                    notes.append(str(exc))
+                    continue
+                record = {name: getattr(result, name) for name in COMPARE_COLUMNS}
+                record["mode"] = mode_a if mode_a == mode_b else f"{mode_a} vs {mode_b}"
+                records.append(record)
+    if not records:
+        more = f" ({len(notes) - 1} more column(s) could not be compared either)" if len(notes) > 1 else ""
+        raise AsitError(f"{notes[0]}{more}")
+    table = pd.DataFrame(records, columns=COMPARE_COLUMNS)
+    return table.astype({"a_only": "Int64", "b_only": "Int64"}), notes
+
+
+def _p(value: float) -> str:
+    if pd.isna(value):
+        return "—"
+    return f"{value:.2g}" if value >= 0.001 else "<0.001"
+
+
+def comparison_markdown(table: pd.DataFrame, notes: Sequence[str] = (), resamples: int = RESAMPLES) -> str:
+    """The comparison as a Markdown table, then the columns left out and what the numbers are."""
+    a, b = table["a"].iloc[0], table["b"].iloc[0]
+    shown = pd.DataFrame({
+        "Column": [column_label(t, m, p) for t, m, p in zip(table["task"], table["metric"], table["protocol"])],
+        "Mode": table["mode"].map(lambda m: " vs ".join(_mode_label(x) for x in m.split(" vs "))),
+        a: table["mean_a"].map("{:.1f}".format), b: table["mean_b"].map("{:.1f}".format),
+        "A − B (pp) [95 % CI]": [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]" for d, lo, hi in
+                                 zip(table["difference"], table["ci_low"], table["ci_high"])],
+        "p (bootstrap)": table["p_bootstrap"].map(_p), "p (McNemar)": table["p_mcnemar"].map(_p),
+        "A only / B only": [f"{x} / {y}" if not pd.isna(x) else "—" for x, y in zip(table["a_only"], table["b_only"])],
+        "runs": table["n_runs"], "clips": table["n_clips"],
+    })
+    text = f"A = {a}, B = {b}\n\n" + shown.to_markdown(index=False)
+    text += ("\n\nA − B in percentage points on the runs paired by (seed, fold) and the test clips paired by path "
+             f"(A's and B's metric on those clips in the A and B columns). Interval: 95 % percentile bootstrap, "
+             f"{resamples} resamples of the clips of each fold (one draw shared by A, B and every seed of that "
+             "fold), the per-run differences averaged over runs; it covers test-set sampling, not training seeds. "
+             "p (bootstrap): two-sided, twice the smaller share of resampled differences on either side of 0. "
+             "p (McNemar): exact binomial test on the clips only one of the two gets right (accuracy; folds pooled "
+             "per seed, the largest p over seeds). A only / B only: those clips, summed over runs.\n")
+    if notes:
+        text += "\nNot compared:\n" + "".join(f"- {note}\n" for note in notes)
+    return text
+
+
+def _file_part(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@+-]", "_", name)
+
+
+def write_comparison(results: Sequence[str | Path], out_dir: str | Path, a: str, b: str, *, task: str | None = None,
+                     mode: str | None = None, resamples: int = RESAMPLES, seed: int = SEED) -> ComparisonFiles:
+    """`compare` on the stores' successful rows, written to <out_dir>/compare_<A>_vs_<B>.csv and .md."""
+    rows = load_results(results)
+    if not len(rows):
+        raise AsitError(f"no successful results in {', '.join(map(str, results))}")
+    table, notes = compare(rows, a, b, task=task, mode=mode, resamples=resamples, seed=seed)
+    text = comparison_markdown(table, notes, resamples)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"compare_{_file_part(a)}_vs_{_file_part(b)}"
+    files = ComparisonFiles(csv=out / f"{stem}.csv", markdown=out / f"{stem}.md", table=table, text=text)
+    atomic_write_text(files.csv, table.to_csv(index=False))
+    atomic_write_text(files.markdown, f"# {a} vs {b}\n\n{text}")
+    return files
+
+
+__all__ = ["COMPARE_COLUMNS", "ComparisonFiles", "FLOOR_FBANK", "FLOOR_RANDOM", "LeaderboardFiles", "PRETRAINED",
+           "REFERENCE_FILE", "aggregate", "compare", "comparison_markdown", "format_cell", "label_rows", "legend",
+           "load_reference", "load_results", "long_table", "plot", "store_files", "to_latex", "to_markdown",
+           "wide_table", "write_comparison", "write_leaderboard", "write_tables"]

@@ -429,7 +429,9 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
     extra: dict[str, Any] = {
         **data.summary(), "mode": "finetune", "metrics": metrics, "epochs": int(trainer.current_epoch),
         "steps": int(trainer.global_step), "batch_size": batch, "recipe_digest": recipe_digest(given),
-        "init": encoder.init, "encoder_source": backbone.source,
+        "init": encoder.init, "encoder_arch": backbone.encoder.arch, "encoder_source": backbone.source,
+        "pooling": recipe.pooling, "columns": recipe.columns,
+        "predictions": str((work_dir / "predictions.npz").resolve()),
         "frontend": {"sample_rate": frontend.sample_rate, "stats": frontend.stats, "mean": frontend.mean,
                      "std": frontend.std},
         "frames": {"train": recipe.train_frames, "eval": recipe.eval_frames, "freq_mask": recipe.freq_mask,

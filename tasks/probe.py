@@ -1,17 +1,19 @@
 """Linear / MLP probe on frozen scene embeddings from the shared encoder runtime, with an embedding cache.
 
 Embeddings. `upstream.runtime.EncoderRuntime` (the runtime HEAR and s3prl use) turns each whole clip into one vector
-per encoder step of the chosen layer (`columns`); the scene embedding is the runtime's pooling of them (`pooling`:
-mean, max, mean+max, or the CLS token of encoders that have one). The frontend is the checkpoint's own (the
-statistics the encoder was pretrained with): a frozen encoder has never seen inputs normalised otherwise, so the
-probe measures the representation, not a mismatch (finetuning, which adapts the encoder, uses the task statistics
-of Table I instead). Embeddings are cached per part (split or ESC-50 fold) — see tasks/embedding_cache.py — and
-encoder forwards are counted by a hook on the encoder's stem, so a repeated probe can prove it ran none.
+per encoder step of a layer (`columns`); the scene embedding is the runtime's pooling of them (`pooling`: mean, max,
+mean+max, mean+std, or the CLS token of encoders that have one). `layer: best` embeds every layer (one encoder pass)
+and lets the selection below pick one. The frontend is the checkpoint's own (the statistics the encoder was
+pretrained with): a frozen encoder has never seen inputs normalised otherwise, so the probe measures the
+representation, not a mismatch (finetuning, which adapts the encoder, uses the task statistics of Table I instead).
+Embeddings are cached per part (split or ESC-50 fold) and layer — see tasks/embedding_cache.py — and encoder forwards
+are counted by a hook on the encoder's stem, so a repeated probe can prove it ran none.
 
-Classifier. `logistic`: scikit-learn LogisticRegression on standardised embeddings (one-vs-rest for multi-label),
-its C chosen on the valid split, or, for tasks without one (AS-20K, ESC-50), on a holdout of training groups
-(ESC-50 source files, AudioSet videos) after which it is refit on the whole training role. `mlp`: one hidden layer
-(ReLU, dropout) trained with Adam, the number of epochs chosen the same way.
+Classifier. `logistic`: scikit-learn LogisticRegression on standardised embeddings (one-vs-rest for multi-label);
+`mlp`: one hidden layer (ReLU, dropout) trained with Adam. Selection: the layer and C (or the number of MLP epochs)
+with the best mean score on the valid split, or, for tasks without one (AS-20K, ESC-50), in grouped K-fold
+cross-validation over the training role (ESC-50: its training folds; AudioSet: videos). The chosen classifier is then
+refit on every labelled clip (train + valid), as the protocol's final model.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import GroupKFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 from torch import nn
@@ -41,6 +44,8 @@ from .encoders import Backbone, load_backbone
 from .metrics import evaluate
 from .recipes import ProbeRecipe, recipe_digest, recipe_yaml
 from .task_data import TaskData
+
+Split = tuple[np.ndarray, np.ndarray]
 
 
 class ForwardCounter:
@@ -78,27 +83,28 @@ def _device(name: str) -> torch.device:
 
 
 class Embedder:
-    """Scene embeddings of examples for one encoder + recipe, through the cache; the runtime is built lazily so a
-    fully cached probe does not even move the encoder to the device."""
+    """Scene embeddings of examples for one encoder + recipe, through the cache (one entry per layer); the runtime is
+    built lazily so a fully cached probe does not even move the encoder to the device."""
 
     def __init__(self, backbone: Backbone, encoder: EncoderSpec, recipe: ProbeRecipe, seed: int,
                  cache: EmbeddingCache) -> None:
         self.backbone, self.recipe, self.cache = backbone, recipe, cache
         self.device = _device(recipe.device)
-        try:
-            [self.layer] = resolve_layers([recipe.layer], backbone.encoder.depth)
-        except AsitError as exc:
-            raise AsitError(f"recipe {exc}") from None
+        self.layers = candidate_layers(recipe.layer, backbone.encoder.depth)
         chunk = recipe.chunk_frames or backbone.encoder.trained_frames
-        self.identity = {
+        self._identity = {
             "checkpoint_sha256": file_sha256(encoder.path), "which": "teacher", "init": encoder.init,
             "init_seed": seed if encoder.init == "scratch" else None,
             "frontend": dataclasses.asdict(backbone.frontend),
-            "runtime": {"layer": self.layer, "pooling": recipe.pooling, "columns": recipe.columns,
-                        "padding": recipe.padding, "chunk_frames": int(chunk), "precision": recipe.precision},
+            "runtime": {"pooling": recipe.pooling, "columns": recipe.columns, "padding": recipe.padding,
+                        "chunk_frames": int(chunk), "precision": recipe.precision},
         }
         self._runtime: EncoderRuntime | None = None
         self.counter: ForwardCounter | None = None
+
+    def identity(self, layer: int) -> dict[str, Any]:
+        """What determines one layer's embeddings (the cache key's components, without the examples)."""
+        return {**self._identity, "runtime": {**self._identity["runtime"], "layer": layer}}
 
     @property
     def runtime(self) -> EncoderRuntime:
@@ -113,31 +119,50 @@ class Embedder:
         return {"calls": self.counter.calls if self.counter else 0,
                 "chunks": self.counter.chunks if self.counter else 0}
 
-    def compute(self, examples: Sequence[Example]) -> np.ndarray:
+    def compute(self, examples: Sequence[Example], layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """Every requested layer's scene embeddings from one encoder pass per batch."""
         runtime = self.runtime
         loader = DataLoader(_Waves(examples, runtime.sample_rate), batch_size=self.recipe.batch_clips,
                             num_workers=self.recipe.num_workers, collate_fn=list)
-        out = []
+        out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
         for waves in loader:
-            result = runtime([w.to(self.device) for w in waves], layers=[self.layer])
-            vectors = result.scene(-1, self.recipe.pooling)
-            out.append(vectors.float().cpu().numpy())
-        return np.concatenate(out)
+            result = runtime([w.to(self.device) for w in waves], layers=list(layers))
+            for layer in layers:
+                out[layer].append(result.scene(layer, self.recipe.pooling).float().cpu().numpy())
+        return {layer: np.concatenate(parts) for layer, parts in out.items()}
 
-    def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> np.ndarray:
-        components = {**self.identity, "task": task, "part": part, "examples": examples_digest(examples),
-                      "count": len(examples)}
-        key = cache_key(components)
-        cached = self.cache.load(key, len(examples))
-        if cached is not None:
-            return cached
-        embeddings = self.compute(examples)
-        self.cache.store(key, embeddings, components)
-        return embeddings
+    def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> dict[int, np.ndarray]:
+        """layer -> [N, D'] scene embeddings of `examples`, for every candidate layer of the recipe."""
+        shared = {"task": task, "part": part, "examples": examples_digest(examples), "count": len(examples)}
+        components = {layer: {**self.identity(layer), **shared} for layer in self.layers}
+        found: dict[int, np.ndarray] = {}
+        for layer, parts in components.items():
+            cached = self.cache.load(cache_key(parts), len(examples))
+            if cached is not None:
+                found[layer] = cached
+        missing = [layer for layer in self.layers if layer not in found]
+        if missing:
+            for layer, array in self.compute(examples, missing).items():
+                self.cache.store(cache_key(components[layer]), array, components[layer])
+                found[layer] = array
+        return found
 
     def close(self) -> None:
         if self.counter is not None:
             self.counter.close()
+
+
+def candidate_layers(layer: int | str, depth: int) -> list[int]:
+    """The recipe's `layer` -> the layers to embed: one index (negative from the end), or `best` = all of 0..depth,
+    one of which the probe selects on validation data."""
+    if layer == "best":
+        return list(range(depth + 1))
+    if isinstance(layer, str):
+        raise AsitError(f"recipe layer must be an integer or 'best', got {layer!r}")
+    try:
+        return resolve_layers([layer], depth)
+    except AsitError as exc:
+        raise AsitError(f"recipe {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------- classifiers
@@ -203,40 +228,86 @@ def predict_mlp(model: MLP, x: np.ndarray, multilabel: bool) -> np.ndarray:
     return (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)).numpy()
 
 
-def selection_split(groups: Sequence[str | None], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (fit, held out) with every group (source file, video) on one side only."""
-    ids = np.array([g if g is not None else f"#{i}" for i, g in enumerate(groups)])
-    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-    fit, held = next(splitter.split(np.zeros(len(ids)), groups=ids))
-    return fit, held
+def selection_splits(train: Sequence[Example], n_valid: int, cv_folds: int) -> tuple[list[Split], str]:
+    """(fit, score) index pairs into the labelled rows [train…, valid…] on which hyper-parameters are chosen.
+
+    With a valid split: fit on train, score on valid. Without one: grouped K-fold cross-validation over the training
+    role, the groups being the dataset's own folds where it has them (ESC-50: leave one training fold out) or else
+    its groups (AudioSet videos, speakers), so no source ever sits on both sides."""
+    n_train = len(train)
+    if n_valid:
+        return [(np.arange(n_train), np.arange(n_train, n_train + n_valid))], "valid split"
+    ids = np.array([f"fold {e.fold}" if e.fold is not None else e.group if e.group is not None else f"#{i}"
+                    for i, e in enumerate(train)])
+    kind = "folds" if all(e.fold is not None for e in train) else "groups"
+    k = min(cv_folds, len(set(ids)))
+    if k < 2:
+        raise AsitError(f"cannot choose probe hyper-parameters: the training role has {len(set(ids))} {kind} and no "
+                        "valid split (give a single C and a single layer, or more data)")
+    splits = list(GroupKFold(n_splits=k).split(np.zeros(n_train), groups=ids))
+    return splits, f"{k}-fold cross-validation over the training {kind}"
 
 
-def fit_and_predict(train: tuple[np.ndarray, np.ndarray], select: tuple[np.ndarray, np.ndarray] | None,
-                    test_x: np.ndarray, multilabel: bool, num_classes: int,
-                    recipe: ProbeRecipe, seed: int, full_train: tuple[np.ndarray, np.ndarray]
-                    ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Choose the hyper-parameter on `select` (if any) training on `train`; the final model is trained on
-    `full_train` (= `train` when selection used a real valid split) and scores `test_x`."""
-    info: dict[str, Any] = {"classifier": recipe.classifier}
+def _score(y: np.ndarray, scores: np.ndarray, multilabel: bool) -> float:
+    return float(next(iter(evaluate(y, scores, multilabel).values())))
+
+
+def _logistic_score(x: np.ndarray, y: np.ndarray, split: Split, C: float, multilabel: bool, num_classes: int,
+                    recipe: ProbeRecipe, seed: int) -> float:
+    """One grid point on one selection split: standardise on the fit rows, fit, score the held-out rows."""
+    fit, held = split
+    scaler = StandardScaler().fit(x[fit])
+    model = fit_logistic(scaler.transform(x[fit]), y[fit], C, multilabel, num_classes, recipe, seed)
+    return _score(y[held], predict_logistic(model, scaler.transform(x[held]), multilabel, num_classes), multilabel)
+
+
+def grid_scores(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], multilabel: bool, num_classes: int,
+                recipe: ProbeRecipe, seed: int) -> dict[float, float]:
+    """Mean score over the selection splits of every grid point: C for `logistic` (the split × C fits run in
+    parallel on `n_jobs` processes), epochs (1…) for `mlp`; each split standardised by its own fit rows."""
     if recipe.classifier == "logistic":
-        best_c, scores_by_c = recipe.C[0], {}
-        if select is not None and len(recipe.C) > 1:
-            for C in recipe.C:
-                model = fit_logistic(*train, C, multilabel, num_classes, recipe, seed)
-                scores_by_c[C] = next(iter(evaluate(select[1], predict_logistic(model, select[0], multilabel,
-                                                                                 num_classes), multilabel).values()))
-            best_c = max(recipe.C, key=lambda c: scores_by_c[c])
-        final = fit_logistic(*full_train, best_c, multilabel, num_classes, recipe, seed)
-        info.update(C=best_c, selection={str(c): v for c, v in scores_by_c.items()})
-        return predict_logistic(final, test_x, multilabel, num_classes), info
-    epochs = recipe.mlp_epochs
-    if select is not None:
-        _, history = train_mlp(*train, multilabel, num_classes, recipe, seed, recipe.mlp_epochs, monitor=select)
-        epochs = int(np.argmax(history)) + 1
-        info["selection"] = history
-    model, _ = train_mlp(*full_train, multilabel, num_classes, recipe, seed, epochs)
-    info["epochs"] = epochs
-    return predict_mlp(model, test_x, multilabel), info
+        points = [(split, C) for split in splits for C in recipe.C]
+        scores = Parallel(n_jobs=recipe.n_jobs)(
+            delayed(_logistic_score)(x, y, split, C, multilabel, num_classes, recipe, seed) for split, C in points)
+        return {C: float(np.mean([s for (_, c), s in zip(points, scores) if c == C])) for C in recipe.C}
+    totals: dict[float, float] = {}
+    for fit, held in splits:
+        scaler = StandardScaler().fit(x[fit])
+        _, history = train_mlp(scaler.transform(x[fit]), y[fit], multilabel, num_classes, recipe, seed,
+                               recipe.mlp_epochs, monitor=(scaler.transform(x[held]), y[held]))
+        for epoch, score in enumerate(history, start=1):
+            totals[epoch] = totals.get(epoch, 0.0) + score
+    return {point: total / len(splits) for point, total in totals.items()}
+
+
+def fit_and_predict(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, hyper: float, multilabel: bool,
+                    num_classes: int, recipe: ProbeRecipe, seed: int) -> np.ndarray:
+    """Standardise on the labelled rows, fit the classifier with its chosen C (or epochs), score the test rows."""
+    scaler = StandardScaler().fit(x)
+    x, test_x = scaler.transform(x), scaler.transform(test_x)
+    if recipe.classifier == "logistic":
+        model = fit_logistic(x, y, hyper, multilabel, num_classes, recipe, seed)
+        return predict_logistic(model, test_x, multilabel, num_classes)
+    mlp, _ = train_mlp(x, y, multilabel, num_classes, recipe, seed, int(hyper))
+    return predict_mlp(mlp, test_x, multilabel)
+
+
+def select(features: dict[int, np.ndarray], y: np.ndarray, train: Sequence[Example], n_valid: int,
+           multilabel: bool, num_classes: int, recipe: ProbeRecipe, seed: int) -> tuple[int, float, dict[str, Any]]:
+    """The (layer, C or epochs) with the best selection score over every candidate layer's labelled features.
+
+    Ties go to the earlier layer and the smaller C / fewer epochs. Without anything to choose, no split is made."""
+    grid = list(recipe.C) if recipe.classifier == "logistic" else [recipe.mlp_epochs]
+    if len(features) == 1 and len(grid) == 1 and recipe.classifier == "logistic":
+        return next(iter(features)), grid[0], {"selection_on": "none (one layer, one C)"}
+    splits, source = selection_splits(train, n_valid, recipe.cv_folds)
+    table = {layer: grid_scores(x, y, splits, multilabel, num_classes, recipe, seed) for layer, x in features.items()}
+    best = max(((layer, point) for layer, scores in table.items() for point in scores),
+               key=lambda lp: (table[lp[0]][lp[1]], -lp[0], -lp[1]))
+    info = {"selection_on": source, "selection_splits": len(splits),
+            "selection": {str(layer): {f"{point:g}": round(score, 6) for point, score in scores.items()}
+                          for layer, scores in table.items()}}
+    return best[0], best[1], info
 
 
 # ------------------------------------------------------------------------------------------------------ runner
@@ -255,42 +326,32 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
     finally:
         embedder.close()
 
-    def role(name: str) -> tuple[np.ndarray, np.ndarray, list[Example]]:
+    def role(name: str, layer: int) -> np.ndarray:
         names = data.roles.get(name, [])
         if not names:
-            return np.zeros((0, backbone.encoder.embed_dim), np.float32), np.zeros(0), []
-        examples = data.examples(name)
-        return np.concatenate([parts[n] for n in names]), data.targets(examples), examples
+            return np.zeros((0, parts[next(iter(parts))][layer].shape[1]), np.float32)
+        return np.concatenate([parts[n][layer] for n in names])
 
-    train_x, train_y, train_examples = role("train")
-    valid_x, valid_y, _ = role("valid")
-    test_x, test_y, test_examples = role("test")
+    train, valid, test = data.train, data.valid, data.test
+    labelled_y = data.targets(train + valid) if valid else data.targets(train)
+    features = {layer: np.concatenate([role("train", layer), role("valid", layer)]) for layer in embedder.layers}
     multilabel, num_classes = data.multilabel, data.num_classes
-
-    needs_selection = (recipe.classifier == "logistic" and len(recipe.C) > 1) or recipe.classifier == "mlp"
-    scaler = StandardScaler().fit(train_x)                    # statistics of the training role only
-    full, test_in = (scaler.transform(train_x), train_y), scaler.transform(test_x)
-    fit_set, select, selection_source = full, None, "none"
-    if needs_selection:
-        if len(valid_x):
-            select, selection_source = (scaler.transform(valid_x), valid_y), "valid split"
-        else:
-            fit_idx, held_idx = selection_split([e.group for e in train_examples], recipe.holdout, seed)
-            inner = StandardScaler().fit(train_x[fit_idx])
-            fit_set = (inner.transform(train_x[fit_idx]), train_y[fit_idx])
-            select = (inner.transform(train_x[held_idx]), train_y[held_idx])
-            selection_source = f"holdout of {len(held_idx)} training clips ({recipe.holdout:g} of the groups)"
-    scores, info = fit_and_predict(fit_set, select, test_in, multilabel, num_classes, recipe, seed, full)
-    metrics = evaluate(test_y, scores, multilabel)
-    metric = data.metric
+    layer, hyper, info = select(features, labelled_y, train, len(valid), multilabel, num_classes, recipe, seed)
+    scores = fit_and_predict(features[layer], labelled_y, role("test", layer), hyper, multilabel, num_classes,
+                             recipe, seed)
+    metrics = evaluate(data.targets(test), scores, multilabel)
+    predictions = (work_dir / "predictions.npz").resolve()
+    data.save_predictions(predictions, scores, data.targets(test), test)
     extra: dict[str, Any] = {
-        **data.summary(), "mode": "probe", "metrics": metrics, **info, "selection_on": selection_source,
-        "layer": embedder.layer, "pooling": recipe.pooling, "embedding_dim": int(train_x.shape[1]),
+        **data.summary(), "mode": "probe", "metrics": metrics, "classifier": recipe.classifier,
+        **({"C": hyper} if recipe.classifier == "logistic" else {"epochs": int(hyper)}), **info,
+        "fit_on": "train+valid" if valid else "train", "n_fit": int(len(labelled_y)),
+        "layer": layer, "layers_tried": embedder.layers, "pooling": recipe.pooling, "columns": recipe.columns,
+        "padding": recipe.padding, "embedding_dim": int(features[layer].shape[1]),
         "encoder_forwards": embedder.forwards["chunks"], "encoder_forward_calls": embedder.forwards["calls"],
         "cache_hits": cache.hits, "cache_misses": cache.misses, "cache_dir": str(cache.root),
-        "recipe_digest": recipe_digest(recipe), "init": encoder.init,
-        "encoder_source": backbone.source,
+        "recipe_digest": recipe_digest(recipe), "init": encoder.init, "encoder_arch": backbone.encoder.arch,
+        "encoder_source": backbone.source, "predictions": str(predictions),
         "frontend": {"sample_rate": backbone.frontend.sample_rate, "stats": backbone.frontend.stats},
     }
-    data.save_predictions(work_dir / "predictions.npz", scores, test_y, test_examples)
-    return TaskResult(metric, float(metrics[metric]), extra)
+    return TaskResult(data.metric, float(metrics[data.metric]), extra)

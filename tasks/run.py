@@ -34,7 +34,7 @@ def run_task(cell: TaskCell, work_dir: Path) -> TaskResult:
         assert isinstance(recipe, ProbeRecipe)
         from .probe import run_probe
         result = run_probe(data, cell.encoder, recipe, cell.seed, Path(work_dir))
-    result.extra.update(protocol=PROTOCOLS[cell.task], fold=cell.fold, seed=cell.seed,
+    result.extra.update(protocol=data.protocol, fold=cell.fold, seed=cell.seed,
                         recipe=str(cell.recipe) or f"{cell.task}_{cell.mode}")
     write_result(Path(work_dir) / "result.json", result)
     return result

@@ -30,6 +30,21 @@ PROTOCOLS: dict[str, str] = {
     "voxceleb1": "voxceleb1/iden-split",
 }
 
+# classes of the real dataset under each protocol: a folder with another label set is a custom protocol
+OFFICIAL_CLASSES: dict[str, int] = {"as20k": 527, "esc50": 50, "speechcommands_v2": 35, "speechcommands_v1": 12,
+                                    "voxceleb1": 1251}
+
+
+def protocol_of_data(task: str, num_classes: int) -> str:
+    """The task's protocol, or a custom one when the data's label set is not the real dataset's (a 15-word Speech
+    Commands folder is `speechcommands/v2-custom-15class`, never the official 35-class column)."""
+    base, official = PROTOCOLS[task], OFFICIAL_CLASSES[task]
+    if num_classes == official:
+        return base
+    tag = f"custom-{num_classes}class"
+    return base.replace(f"{official}class", tag) if f"{official}class" in base else f"{base}-{tag}"
+
+
 READERS: dict[str, Callable[..., DatasetIndex]] = {
     "as20k": read_audioset,
     "esc50": read_esc50,
@@ -68,6 +83,11 @@ class TaskData:
     @property
     def num_classes(self) -> int:
         return len(self.index.labels)
+
+    @property
+    def protocol(self) -> str:
+        """The protocol these examples were evaluated under (custom when the label set is not the official one)."""
+        return protocol_of_data(self.task, self.num_classes)
 
     @property
     def metric(self) -> str:
@@ -119,9 +139,9 @@ def load_task_data(task: str, data_root: str | Path, *, fold: int | None = None,
     """Read the dataset and assign roles under the task's protocol (`fold`: ESC-50's held-out test fold)."""
     if task not in PROTOCOLS:
         raise AsitError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    if protocol and protocol != PROTOCOLS[task]:
-        raise AsitError(f"task {task} is evaluated under protocol {PROTOCOLS[task]!r}, not {protocol!r}")
     index = read_index(task, data_root, options)
+    if protocol and protocol not in (PROTOCOLS[task], protocol_of_data(task, len(index.labels))):
+        raise AsitError(f"task {task} is evaluated under protocol {PROTOCOLS[task]!r}, not {protocol!r}")
     if task == "esc50":
         if fold is None:
             raise AsitError(f"esc50 is 5-fold cross-validated: give the held-out fold (1..{len(index.folds)})")

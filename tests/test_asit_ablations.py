@@ -47,11 +47,11 @@ def test_unmasked_autoencoder_reconstructs_every_pixel() -> None:
     from upstream.masking import MaskingConfig
     unmasked = MaskingConfig(ratio=0.0)
     assert float(_losses(ASiTConfig(masking=unmasked, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16,
-                                    recon_hidden_dim=32, recon_bottleneck_dim=16))["recon"]) == 0.0
+                                    recon_hidden_dim=32, recon_bottleneck_dim=16))["loss_recon"]) == 0.0
     everything = _losses(ASiTConfig(masking=unmasked, recon_on="all", out_dim=64, head_hidden_dim=32,
                                     head_bottleneck_dim=16, recon_hidden_dim=32, recon_bottleneck_dim=16))
-    assert float(everything["recon"]) > 0.1
+    assert float(everything["loss_recon"]) > 0.1
     weights = {"recon": 1.0, "local": 0.0, "global": 0.0}
     only = _losses(ASiTConfig(masking=unmasked, recon_on="all", loss_weights=weights, out_dim=64,
                               head_hidden_dim=32, head_bottleneck_dim=16, recon_hidden_dim=32, recon_bottleneck_dim=16))
-    torch.testing.assert_close(only["loss"], only["recon"])
+    torch.testing.assert_close(only["loss"], only["loss_recon"])

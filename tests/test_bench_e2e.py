@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.demo_stage import (ACM_SSKD, CONFORMER, CONFORMER_SCRATCH, PRETRAINED, SCRATCH, SUPMAM,
+from benchmarks.demo_stage import (ACM_SSKD, CONFORMER, CONFORMER_SCRATCH, FBANK, PRETRAINED, SCRATCH, SUPMAM,
                                    demo_suite_overrides,
                                    stage_leaderboard)
 from benchmarks.results import ResultsStore
 from benchmarks.suite import TASK_PROTOCOLS, load_suite, plan_suite
+from benchmarks.table import TASK_LABELS
 from upstream.cli import main as cli_main
 from upstream.demo import DemoContext
 
@@ -24,14 +25,21 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def _check_table(out: Path, models: set[str] = {PRETRAINED, SCRATCH}) -> None:
+def _check_table(out: Path, models: set[str] = {PRETRAINED, SCRATCH, FBANK}) -> None:
     wide = pd.read_csv(out / "leaderboard.csv")
     ours = wide[wide["Source"] == "ours"]
     assert set(ours["Model"]) == models and set(ours["Mode"]) == {"finetune", "probe (frozen)"}
+    assert dict(zip(ours["Model"], ours["Kind"]))[FBANK] == "floor: fbank stats"
+    assert dict(zip(ours["Model"], ours["Kind"]))[SCRATCH] == "floor: random init"
     for task, (protocol, _) in TASK_PROTOCOLS.items():
-        [column] = [c for c in wide.columns if c.endswith(f"[{protocol}]")]
+        # the corpus' label sets are not the real datasets': custom protocol columns (SC-V1's SUPERB 12 classes
+        # are built by the reader, so its column is the real one)
+        [column] = [c for c in wide.columns if c.startswith(TASK_LABELS[task] + " ")]
+        assert ("custom-" in column) == (task != "speechcommands_v1"), column
         assert (ours[column] != "—").all(), column
-    assert wide["Source"].str.startswith("quoted").any()           # the paper's rows beside ours
+    # the paper's rows appear only in the columns whose protocol the corpus matches
+    quoted = wide[wide["Source"].str.startswith("quoted")]
+    assert len(quoted) and all((quoted[c] == "—").all() for c in wide.columns if "custom-" in c)
     assert (out / "leaderboard.png").stat().st_size > 0 and (out / "leaderboard.tex").is_file()
 
 
@@ -50,9 +58,9 @@ def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_e
 
     suite = load_suite("demo_cpu", sets)
     planned = plan_suite(suite)
-    assert len(planned) == 6 * 2 * len(TASK_PROTOCOLS)               # encoders × modes × tasks (1 seed, 1 fold)
+    assert len(planned) == 7 * 2 * len(TASK_PROTOCOLS)               # encoders × modes × tasks (1 seed, 1 fold)
     assert {r["encoder"] for r in ResultsStore(suite.results).rows()} == {
-        PRETRAINED, SCRATCH, CONFORMER, CONFORMER_SCRATCH, ACM_SSKD, SUPMAM}
+        PRETRAINED, SCRATCH, FBANK, CONFORMER, CONFORMER_SCRATCH, ACM_SSKD, SUPMAM}
     rows = ResultsStore(suite.results).rows()
     assert sorted(r["key"] for r in rows) == sorted(c.key for c in planned)
     assert all(r["status"] == "ok" and 0.0 <= r["value"] <= 1.0 for r in rows)
@@ -66,7 +74,7 @@ def test_every_task_both_modes_through_asit_bench_then_asit_table(corpus, tiny_e
 
     out = tmp_path / "board"
     assert cli_main(["table", "--results", str(suite.results), "--out", str(out)]) == 0
-    _check_table(out, {PRETRAINED, SCRATCH, CONFORMER, CONFORMER_SCRATCH, ACM_SSKD, SUPMAM})
+    _check_table(out, {PRETRAINED, SCRATCH, FBANK, CONFORMER, CONFORMER_SCRATCH, ACM_SSKD, SUPMAM})
     # a row per objective: the Pretraining column names it
     wide = pd.read_csv(out / "leaderboard.csv")
     named = dict(zip(wide["Model"], wide["Pretraining"]))
@@ -79,6 +87,6 @@ def test_demo_leaderboard_stage_full_grid(corpus, tiny_encoder_file: Path, tmp_p
     ctx = DemoContext(out_dir=tmp_path / "demo", corpus=corpus, encoder=tiny_encoder_file)
     stage_leaderboard(ctx)
     cells = ctx.report["leaderboard_cells"]
-    assert cells["failed"] == 0 and cells["ran"] == cells["planned"] == 2 * 2 * (len(TASK_PROTOCOLS) + 4)
+    assert cells["failed"] == 0 and cells["ran"] == cells["planned"] == 3 * 2 * (len(TASK_PROTOCOLS) + 4)
     _check_table(ctx.out_dir / "leaderboard")
     assert "asit-tiny-demo" in ctx.report["leaderboard"]

@@ -43,7 +43,8 @@ def test_the_readme_demo_command_end_to_end(tmp_path: Path, monkeypatch: pytest.
     overrides = [*TINY_PRETRAIN_OVERRIDES, "trainer.max_epochs=2"]
     assert cli_main(["demo", "--out", "out", *overrides]) == 0
     summary = json.loads((tmp_path / "out" / "demo_summary.json").read_text())
-    assert set(summary["pretrain"]) == {"recon", "local", "global", "loss"}
+    assert set(summary["pretrain"]) == {"loss_recon", "loss_local", "loss_global", "loss"}
+    assert "teacher_entropy_cls_ratio" in summary["pretrain_health"]
     assert set(summary["pretrain_conformer"]) == {"contrastive", "diversity", "feature_penalty", "loss"}
     assert all(row["last"] < row["first"] for row in summary["pretrain_conformer"].values())
     assert set(summary["pretrain_acm_sskd"]) == set(LOSS_TERMS["acm_sskd"])

@@ -14,7 +14,7 @@ import asit_hear
 from tasks.finetune import AudioClassifier, adapt_recipe, task_frontend
 from tasks.recipes import FinetuneRecipe
 from upstream.checkpoint import load_encoder, save_encoder
-from upstream.encoders import ARCHS, AudioEncoder, build_encoder
+from upstream.encoders import ARCHS, AudioEncoder, FbankStatsConfig, build_encoder
 from upstream.errors import AsitError
 from upstream.frontend import FrontendConfig
 from upstream.runtime import EncoderRuntime, RuntimeOptions
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONFORMER_FRONTEND = FrontendConfig(num_mel_bins=64, frame_length_ms=64, frame_shift_ms=20, stats="estimate",
                                     mean=-6.0, std=4.0)
-TINY = {"vit": (TINY_ENCODER, FrontendConfig()), "conformer": (TINY_CONFORMER, CONFORMER_FRONTEND)}
+TINY = {"vit": (TINY_ENCODER, FrontendConfig()), "conformer": (TINY_CONFORMER, CONFORMER_FRONTEND),
+        "fbank_stats": (FbankStatsConfig(trained_frames=64), FrontendConfig())}
 
 
 def test_every_registered_arch_has_a_tiny_case() -> None:
@@ -60,7 +61,7 @@ def test_steps_cover_the_audio_and_layers_differ(case) -> None:  # type: ignore[
     assert len(out.hidden_states) == encoder.depth + 1
     assert out.hidden_states[0].shape == (2, max(out.num_columns), encoder.embed_dim)
     assert not out.hidden_states[-1][0, int(out.num_columns[0]):].any()
-    assert not torch.allclose(out.hidden_states[0], out.hidden_states[-1])
+    assert encoder.depth == 0 or not torch.allclose(out.hidden_states[0], out.hidden_states[-1])
     assert (out.cls is not None) == encoder.has_cls
     concat = EncoderRuntime(encoder, frontend, RuntimeOptions(columns="concat"))(_waves([0.3, 1.7]))
     assert concat.hidden_states[-1].shape[-1] == encoder.embed_dim * encoder.tokens_per_step
@@ -159,11 +160,15 @@ def test_finetuning_takes_one_step_through_the_shared_pooling(case) -> None:  # 
     x = torch.randn(4, recipe.train_frames, frontend.num_mel_bins)
     y = torch.tensor([0, 1, 2, 0])
     before = [p.detach().clone() for p in encoder.parameters()]
+    head = model.head[-1].weight.detach().clone()
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     optimizer.step()
-    assert math.isfinite(float(loss.detach()))
-    assert any(not torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
+    assert math.isfinite(float(loss.detach())) and not torch.equal(head, model.head[-1].weight)
+    # every weight of the encoder trains (fbank_stats has none)
+    assert len(before) == (0 if encoder.arch == "fbank_stats" else len(list(encoder.parameters())))
+    assert all(not torch.equal(a, b) for a, b in zip(before[:1] + before[-1:], [*encoder.parameters()][:1] +
+                                                                              [*encoder.parameters()][-1:]))
     # the classifier's features are the runtime's mean-pooled last layer on the same input
     model.eval()
     runtime = EncoderRuntime(encoder, frontend, RuntimeOptions(chunk_frames=recipe.train_frames))

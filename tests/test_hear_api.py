@@ -215,7 +215,7 @@ def test_checkpoint_problems_are_one_line_errors(tmp_path, tiny_encoder_file) ->
     ({"layers": 7}, "layer 7 out of range"),
     ({"layers": "some"}, "layers must be"),
     ({"layers": [1, 1]}, "twice"),
-    ({"pooling": "median"}, r"pooling must be one of mean, max, mean\+max, cls, mean\+cls"),
+    ({"pooling": "median"}, r"pooling must be one of mean, max, mean\+max, mean\+std, cls, mean\+cls"),
     ({"timestamp_hop_ms": 30}, r"timestamp_hop_ms 30 must be one of \[10, 20, 40, 80, 160\]"),
     ({"precision": "fp8"}, "precision must be"),
     ({"chunk_frames": 40}, "multiple of 16"),

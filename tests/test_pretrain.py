@@ -56,9 +56,12 @@ def test_interrupt_and_resume_reproduces_the_uninterrupted_run(tmp_path, tone_fo
 def test_logs_hold_every_loss_term_and_schedules(tmp_path, tone_folder) -> None:
     run = run_pretraining(_config(tmp_path, tone_folder, "logs", "trainer.max_epochs=1"))
     logs = read_metrics(run)
-    for column in ("train/recon_step", "train/local_step", "train/global_step", "train/loss_epoch",
-                   "train/lr", "train/weight_decay", "train/teacher_momentum", "train/teacher_temp"):
+    for column in ("train/loss_recon_step", "train/loss_local_step", "train/loss_global_step", "train/loss_epoch",
+                   "train/lr", "train/weight_decay", "train/teacher_momentum", "train/teacher_temp",
+                   "health/teacher_entropy_cls_epoch", "health/std_teacher_step", "health/recon_vs_mean_epoch"):
         assert column in logs.columns and logs[column].notna().any(), column
+    # no loss column that reads like Lightning's own global_step
+    assert not any(c.startswith(("train/global", "train/local", "train/recon")) for c in logs.columns)
     assert (run / "tensorboard").is_dir() and (run / "config.yaml").is_file()
 
 

@@ -18,7 +18,7 @@ from tasks.corpus import CorpusPaths
 from tasks.datasets import Example
 from tasks.embedding_cache import EmbeddingCache, cache_key, examples_digest
 from tasks.encoders import load_backbone
-from tasks.probe import Embedder, ForwardCounter, fit_and_predict, selection_split
+from tasks.probe import Embedder, ForwardCounter, candidate_layers, fit_and_predict, select, selection_splits
 from tasks.recipes import load_recipe
 from tasks.run import PROTOCOLS, run_task
 from upstream.errors import AsitError
@@ -63,12 +63,14 @@ def test_cached_embeddings_are_the_runtimes_scene_embeddings(corpus: CorpusPaths
     spec = EncoderSpec("tiny", str(tiny_encoder_file))
     examples = [Example(p, ("x",)) for p in sorted((corpus.esc50 / "audio").glob("*.wav"))[:3]]
     embedder = Embedder(load_backbone(spec), spec, recipe, 0, EmbeddingCache(tmp_path))
-    got = embedder.embeddings("esc50", "fold1", examples)
-    runtime = load_runtime(str(tiny_encoder_file))
-    expected = runtime([e.load(runtime.sample_rate) for e in examples]).mean_pooled(-1).numpy()
+    got = embedder.embeddings("esc50", "fold1", examples)[2]
+    assert (recipe.pooling, recipe.columns) == ("mean+std", "concat"), "the probe's defaults (docs/evidence.md)"
+    runtime = load_runtime(str(tiny_encoder_file), recipe.runtime_options())
+    expected = runtime([e.load(runtime.sample_rate) for e in examples]).scene(-1, "mean+std").numpy()
+    assert got.shape == (3, 2 * 8 * 64)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     cls = Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, pooling="cls", layer=1), 0,
-                   EmbeddingCache(tmp_path)).embeddings("esc50", "fold1", examples)
+                   EmbeddingCache(tmp_path)).embeddings("esc50", "fold1", examples)[1]
     np.testing.assert_allclose(cls, runtime([e.load(16000) for e in examples], layers=[1]).cls[0].numpy(),
                                rtol=1e-5, atol=1e-6)
 
@@ -93,13 +95,15 @@ def test_cache_keys_change_with_what_changes_the_embeddings(tmp_path: Path, tone
     # a scratch encoder's embeddings depend on its seed, a pretrained one's on the file's bytes only
     recipe = load_recipe("esc50", "probe", overrides={"cache_dir": str(tmp_path)})
     spec = EncoderSpec("tiny", str(tiny_encoder_file))
-    ids = [Embedder(load_backbone(s, seed=seed), s, recipe, seed, EmbeddingCache()).identity
+    ids = [Embedder(load_backbone(s, seed=seed), s, recipe, seed, EmbeddingCache()).identity(2)
            for s, seed in ((spec, 0), (spec, 1), (dataclasses.replace(spec, init="scratch"), 0),
                            (dataclasses.replace(spec, init="scratch"), 1))]
     assert ids[0] == ids[1] and ids[2] != ids[3] and ids[0] != ids[2]
-    layer1 = Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, layer=1), 0, EmbeddingCache()).identity
-    last = Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, layer=2), 0, EmbeddingCache()).identity
-    assert layer1 != ids[0] and last == ids[0], "layer -1 and layer depth are the same embeddings"
+    layer1 = Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, layer=1), 0, EmbeddingCache())
+    last = Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, layer=2), 0, EmbeddingCache())
+    assert layer1.layers == [1] and last.layers == [2] == candidate_layers(-1, 2), "layer -1 is layer depth"
+    assert layer1.identity(1) != ids[0] and last.identity(2) == ids[0]
+    assert candidate_layers("best", 2) == [0, 1, 2]
     with pytest.raises(AsitError, match=r"recipe layer -4 out of range for an encoder with 2 blocks \(0\.\.2\)"):
         Embedder(load_backbone(spec), spec, dataclasses.replace(recipe, layer=-4), 0, EmbeddingCache())
 
@@ -128,11 +132,23 @@ def test_forward_counter_counts_chunks(tiny_encoder_file: Path) -> None:
     assert counter.chunks == 8
 
 
-def test_selection_split_keeps_groups_apart() -> None:
-    groups = [f"src{i // 3}" for i in range(60)]
-    fit, held = selection_split(groups, 0.2, seed=0)
-    assert len(fit) + len(held) == 60 and held.size > 0
-    assert not {groups[i] for i in fit} & {groups[i] for i in held}
+def test_selection_without_a_valid_split_cross_validates_over_folds_or_groups() -> None:
+    esc = [Example(Path(f"{i}.wav"), ("a",), fold=1 + i % 4, group=f"src{i // 2}") for i in range(40)]
+    splits, source = selection_splits(esc, 0, cv_folds=5)
+    assert source == "4-fold cross-validation over the training folds" and len(splits) == 4
+    for fit, held in splits:                   # leave one training fold out, every clip scored exactly once
+        assert len({esc[i].fold for i in held}) == 1 and not {esc[i].fold for i in fit} & {esc[i].fold for i in held}
+    assert sorted(np.concatenate([held for _, held in splits])) == list(range(40))
+    videos = [Example(Path(f"{i}.wav"), ("a",), group=f"vid{i // 3}") for i in range(60)]
+    splits, source = selection_splits(videos, 0, cv_folds=5)
+    assert source == "5-fold cross-validation over the training groups" and len(splits) == 5
+    for fit, held in splits:
+        assert not {videos[i].group for i in fit} & {videos[i].group for i in held}
+    splits, source = selection_splits(videos, 7, cv_folds=5)
+    assert source == "valid split" and len(splits) == 1
+    np.testing.assert_array_equal(splits[0][1], np.arange(60, 67))
+    with pytest.raises(AsitError, match="the training role has 1 groups and no valid split"):
+        selection_splits([Example(Path("a.wav"), ("a",), group="g")] * 4, 0, cv_folds=5)
 
 
 def _blobs(n: int, seed: int, classes: int = 3, dim: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -142,23 +158,33 @@ def _blobs(n: int, seed: int, classes: int = 3, dim: int = 8) -> tuple[np.ndarra
     return centres[y] + rng.normal(0, 1, (n, dim)), y
 
 
+def _examples(n: int) -> list[Example]:
+    return [Example(Path(f"{i}.wav"), ("a",), group=f"g{i}") for i in range(n)]
+
+
 @pytest.mark.parametrize("classifier", ["logistic", "mlp"])
-def test_classifiers_fit_select_and_score(classifier: str) -> None:
+def test_classifiers_select_on_valid_and_refit_on_train_and_valid(classifier: str) -> None:
     recipe = load_recipe("esc50", "probe", overrides={"classifier": classifier, "C": [1e-4, 1.0],
                                                       "mlp_epochs": 15, "n_jobs": 1})
     (xtr, ytr), (xva, yva), (xte, yte) = _blobs(90, 0), _blobs(30, 1), _blobs(60, 2)
-    scores, info = fit_and_predict((xtr, ytr), (xva, yva), xte, False, 3, recipe, 0, (xtr, ytr))
-    assert scores.shape == (60, 3) and (scores.argmax(1) == yte).mean() > 0.9
+    labelled_x, labelled_y = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
+    noise = np.random.default_rng(5).normal(0, 1, labelled_x.shape)        # a useless "layer 0"
+    layer, hyper, info = select({0: noise, 3: labelled_x}, labelled_y, _examples(90), 30, False, 3, recipe, 0)
+    assert layer == 3 and info["selection_on"] == "valid split"
+    scores = info["selection"]["3"]
     if classifier == "logistic":
-        assert set(info["selection"]) == {"0.0001", "1.0"}
-        assert info["C"] == max(recipe.C, key=lambda c: (info["selection"][str(c)], -recipe.C.index(c)))
+        assert set(scores) == {"0.0001", "1"} and max(scores.values()) > 0.9
+        assert hyper == max(recipe.C, key=lambda c: (scores[f"{c:g}"], -c)), "ties go to the smaller C"
     else:
-        assert 1 <= info["epochs"] <= 15 and len(info["selection"]) == 15
+        assert len(scores) == 15 and hyper == max(range(1, 16), key=lambda e: (scores[f"{e}"], -e))
+    assert max(info["selection"]["0"].values()) < 0.7
+    predicted = fit_and_predict(labelled_x, labelled_y, xte, hyper, False, 3, recipe, 0)
+    assert predicted.shape == (60, 3) and (predicted.argmax(1) == yte).mean() > 0.9
     # multi-label: two labels per example from two blob sets
     ytr_m = np.eye(3)[ytr] + np.eye(3)[(ytr + 1) % 3]
-    scores, _ = fit_and_predict((xtr, ytr_m), None, xte, True, 3, recipe, 0, (xtr, ytr_m))
-    assert scores.shape == (60, 3) and np.all((scores >= 0) & (scores <= 1))
-    top2 = np.sort(np.argsort(-scores, axis=1)[:, :2], axis=1)
+    scores_m = fit_and_predict(xtr, ytr_m, xte, hyper, True, 3, recipe, 0)
+    assert scores_m.shape == (60, 3) and np.all((scores_m >= 0) & (scores_m <= 1))
+    top2 = np.sort(np.argsort(-scores_m, axis=1)[:, :2], axis=1)
     truth = np.sort(np.stack([yte, (yte + 1) % 3], axis=1), axis=1)
     assert (top2 == truth).all(axis=1).mean() > 0.9
 
@@ -166,6 +192,6 @@ def test_classifiers_fit_select_and_score(classifier: str) -> None:
 def test_classes_missing_from_training_get_zero_scores() -> None:
     recipe = load_recipe("esc50", "probe", overrides={"C": [1.0]})
     x, y = _blobs(40, 0, classes=2)
-    scores, _ = fit_and_predict((x, y), None, x[:5], False, 4, recipe, 0, (x, y))
+    scores = fit_and_predict(x, y, x[:5], 1.0, False, 4, recipe, 0)
     assert scores.shape == (5, 4) and np.all(scores[:, 2:] == 0)
     np.testing.assert_allclose(scores.sum(1), 1.0)

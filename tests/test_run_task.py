@@ -57,7 +57,7 @@ def test_every_task_in_both_modes(task: str, mode: str, corpus: CorpusPaths, tin
     assert result.metric == ("mAP" if task == "as20k" else "accuracy") and 0.0 <= result.value <= 1.0
     counts = {f"n_{role}": len(getattr(data, role)) for role in ("train", "valid", "test")}
     assert {k: result.extra[k] for k in counts} == counts and result.extra["num_classes"] == data.num_classes
-    assert result.extra["protocol"] == PROTOCOLS[task] and result.extra["mode"] == mode
+    assert result.extra["protocol"] == data.protocol and result.extra["mode"] == mode
     # the reported value is the metric of the saved predictions, whose targets are the test clips' labels
     saved = np.load(tmp_path / "predictions.npz")
     by_path = {str(e.path): e for e in data.test}
@@ -66,7 +66,7 @@ def test_every_task_in_both_modes(task: str, mode: str, corpus: CorpusPaths, tin
     assert saved["scores"].shape == (len(data.test), data.num_classes)
     assert evaluate(saved["targets"], saved["scores"], data.multilabel)[result.metric] == pytest.approx(result.value)
     written = json.loads((tmp_path / "result.json").read_text())
-    assert written["value"] == pytest.approx(result.value) and written["extra"]["protocol"] == PROTOCOLS[task]
+    assert written["value"] == pytest.approx(result.value) and written["extra"]["protocol"] == data.protocol
     assert written["extra"]["recipe"] == f"{task}_{mode}"
     assert (tmp_path / "recipe.yaml").is_file()
     if task == "as20k":
@@ -80,8 +80,16 @@ def test_every_task_in_both_modes(task: str, mode: str, corpus: CorpusPaths, tin
     else:
         assert result.extra["frontend"]["stats"] == "audioset", "probes use the checkpoint's own frontend"
         assert result.extra["encoder_forwards"] > 0 and result.extra["cache_misses"] == len(data.parts)
+        # C is chosen on valid (or grouped CV over training folds / groups), the final probe fit on every label
+        assert result.extra["n_fit"] == len(data.train) + len(data.valid)
+        assert result.extra["fit_on"] == ("train+valid" if data.valid else "train")
+        assert result.extra["selection_on"] == ("valid split" if data.valid else
+                                                "4-fold cross-validation over the training folds" if task == "esc50"
+                                                else "5-fold cross-validation over the training groups")
         if task == "voxceleb1":   # even a random tiny encoder separates the 8 synthetic speakers (chance 1/8)
             assert result.value >= 0.3
+    assert result.extra["encoder_arch"] == "vit"
+    assert result.extra["predictions"] == str((tmp_path / "predictions.npz").resolve())
 
 
 @e2e

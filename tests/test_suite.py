@@ -213,10 +213,16 @@ def test_shipped_suites_parse_and_need_their_paths_set(tmp_path: Path) -> None:
     assert suite.results == Path("results/paper_gpu.jsonl")
     demo = load_suite("demo_cpu", ["vars.demo=/tmp/d"])
     assert {t.task for t in demo.tasks} == set(TASK_PROTOCOLS) and set(demo.modes) == {"probe", "finetune"}
-    assert [e.spec.init for e in demo.encoders] == ["pretrained", "scratch"] + ["pretrained"] * 3 + ["scratch"]
-    assert [e.spec.path for e in demo.encoders] == ["/tmp/d/pretrain/encoder.pt"] * 2 + [
+    assert [e.spec.init for e in demo.encoders] == ["pretrained", "scratch", "fbank_stats"] + ["pretrained"] * 3 + [
+        "scratch"]
+    assert [e.spec.path for e in demo.encoders] == ["/tmp/d/pretrain/encoder.pt"] * 3 + [
         "/tmp/d/pretrain_acm_sskd/encoder.pt", "/tmp/d/pretrain_supmam/encoder.pt"] + [
-        "/tmp/d/pretrain_conformer/encoder.pt"] * 2   # ViT objectives share a scratch twin; the conformer has its own
+        "/tmp/d/pretrain_conformer/encoder.pt"] * 2   # ViT objectives share the floors; the conformer has its own
+    paper = {e.spec.name: e for e in suite.encoders}
+    assert paper["fbank-stats"].spec.init == "fbank_stats" and paper["fbank-stats"].pretraining.startswith("none")
+    devsets = load_suite("devsets_cpu", ["vars.encoder=/e.pt"])
+    assert [e.spec.init for e in devsets.encoders] == ["pretrained", "scratch", "fbank_stats"]
+    assert {t.task: t.data_root for t in devsets.tasks}["voxceleb1"] == "data/devsets/VoxCeleb1"
     assert demo.results == Path("/tmp/d/leaderboard/results.jsonl")
 
 
@@ -319,7 +325,8 @@ def test_demo_stage_writes_the_leaderboard_into_the_report(tmp_path: Path, monke
     assert "asit-tiny-demo" in board and "scratch-tiny-demo" in board and "quoted" in board
     assert all(f"[{protocol}]" in board for protocol, _ in TASK_PROTOCOLS.values())
     cells = ctx.report["leaderboard_cells"]
-    assert cells["failed"] == 0 and cells["ran"] == cells["planned"] == 2 * 2 * 9   # 2 encoders × 2 modes × 1 seed
+    assert cells["failed"] == 0 and cells["ran"] == cells["planned"] == 3 * 2 * 9   # 3 encoders × 2 modes × 1 seed
+    assert "fbank-stats" in board and "floor: fbank stats" in board and "floor: random init" in board
     assert Path(ctx.report["leaderboard_files"]["png"]).is_file()
     assert Path(ctx.report["leaderboard_files"]["results"]).parent == ctx.out_dir / "leaderboard"
     # a rerun runs nothing, and rows of an earlier demo version (another recipe) in the same store stay out

@@ -121,8 +121,8 @@ def test_wide_table_tags_protocols_and_modes_and_puts_quotes_beside_ours(store: 
     assert set(long["task"]) == {"esc50", "voxceleb1", "as20k"}        # quoted columns we did not measure dropped
     wide = wide_table(long)
     esc_col = "ESC-50 acc [esc50/train4-test1]"
-    assert list(wide.columns) == ["Model", "Pretraining", "Mode", "Source", "AS-20K mAP [as20k/balanced-train-eval]",
-                                  esc_col, "SID acc [voxceleb1/iden-split]"]
+    assert list(wide.columns) == ["Model", "Kind", "Pretraining", "Mode", "Source",
+                                  "AS-20K mAP [as20k/balanced-train-eval]", esc_col, "SID acc [voxceleb1/iden-split]"]
     quoted = wide[wide["Source"] != "ours"]
     assert len(quoted) == 22 and quoted["Source"].str.startswith("quoted").all()   # reference rows with these columns
     esc = quoted.set_index("Model")[esc_col]
@@ -130,7 +130,8 @@ def test_wide_table_tags_protocols_and_modes_and_puts_quotes_beside_ours(store: 
     assert esc["SupMAM ViT-B"] == "96.2" and esc["ASiT ViT-S ablation: full (unaligned GMML)"] == "—"
     ours = wide[wide["Source"] == "ours"].set_index(["Model", "Mode"])
     esc_ft = [100 * (0.60 + 0.01 * f + 0.05 * s) for s in (1, 2) for f in range(1, 6)]
-    assert ours.loc[("pre", "finetune"), esc_col] == f"{np.mean(esc_ft):.1f} ± {np.std(esc_ft, ddof=1):.1f} (n=10)"
+    cell = ours.loc[("pre", "finetune"), esc_col]            # mean ± std [bootstrap interval over runs] (n)
+    assert cell.startswith(f"{np.mean(esc_ft):.1f} ± {np.std(esc_ft, ddof=1):.1f} [") and cell.endswith("] (n=10)")
     assert ours.loc[("pre", "probe (frozen)"), "SID acc [voxceleb1/iden-split]"] == "—"
     assert ours.loc[("scr", "finetune"), esc_col] == "20.0 (n=1)"
     assert ours.loc[("pre", "finetune"), "AS-20K mAP [as20k/balanced-train-eval]"] == "12.5 (n=1)"
@@ -143,7 +144,7 @@ def test_write_leaderboard_writes_markdown_csv_latex_png(store: ResultsStore, tm
     assert md.startswith("# Unit leaderboard") and files.text in md and "| Model" in md
     assert "quoted: Atito et al." in md and "[esc50/train4-test1]" in md
     wide = pd.read_csv(files.csv)
-    assert list(wide.columns[:4]) == ["Model", "Pretraining", "Mode", "Source"] and len(wide) == 22 + 3
+    assert list(wide.columns[:5]) == ["Model", "Kind", "Pretraining", "Mode", "Source"] and len(wide) == 22 + 3
     long = pd.read_csv(files.long_csv)
     row = long[(long["model"] == "pre") & (long["task"] == "voxceleb1")].iloc[0]
     assert row["mean"] == pytest.approx(33.0) and row["n"] == 2 and row["source"] == "ours"

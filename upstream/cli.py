@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("upstream.commands.export", "export the encoder of a pretraining/official checkpoint"),
     "info": ("upstream.commands.info", "show what a checkpoint holds"),
     "corpus": ("tasks.corpus.command", "generate the embedded default corpus (unlabelled + task layouts)"),
+    "devsets": ("tasks.devsets.command", "build real-audio dev sets (ESC-50/VoxCeleb1/Speech Commands layouts) "
+                "from Debian packages"),
     "demo": ("upstream.commands.demo",
              "the harness on the embedded corpus: corpus -> pretrain -> HEAR -> s3prl -> leaderboard"),
     "hear-tasks": ("tasks.hear_tasks", "convert local datasets into heareval task folders"),

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import AsitError
-from .pretrain import load_pretrain_config, read_metrics, run_pretraining
+from .health import format_summary, read_metrics, summarise
+from .pretrain import load_pretrain_config, run_pretraining
 
 # loss terms each demo objective logs (first -> last epoch shown by the demo)
-LOSS_TERMS = {"asit": ("recon", "local", "global", "loss"),
+LOSS_TERMS = {"asit": ("loss_recon", "loss_local", "loss_global", "loss"),
               "wav2vec2_conformer": ("contrastive", "diversity", "feature_penalty", "loss"),
               "acm_sskd": ("recon_intra", "recon_inter", "mse_intra", "mse_inter", "kl_intra", "kl_inter",
                            "contrast_intra", "contrast_inter", "loss"),
@@ -50,7 +50,8 @@ def stage_corpus(ctx: DemoContext) -> None:
 
 def _pretrain(ctx: DemoContext, config_name: str, folder: str, overrides: list[str], report_key: str,
               source: Path | None = None) -> Path:
-    """Pretrain (or find) one demo encoder; log and report each loss term's first and last epoch."""
+    """Pretrain (or find) one demo encoder; log and report each loss term's and health signal's first and last
+    epoch."""
     run_dir = ctx.out_dir / folder
     encoder = run_dir / "encoder.pt"
     source = source or ctx.corpus.unlabeled
@@ -60,10 +61,13 @@ def _pretrain(ctx: DemoContext, config_name: str, folder: str, overrides: list[s
         ctx.log(f"pretraining a {config.encoder.depth}-block {config.encoder.arch}-{config.encoder.size} with "
                 f"{config.objective['name']} for {config.trainer.max_epochs} epochs on {source}")
         run_pretraining(config, resume="auto")
-    ctx.report[report_key] = loss_summary(run_dir, LOSS_TERMS[config.objective["name"]])
-    for term, row in ctx.report[report_key].items():
-        trend = "fell" if row["last"] < row["first"] else "DID NOT FALL"
-        ctx.log(f"  {term:>15}: epoch 1 {row['first']:.4f} -> epoch {row['epochs']} {row['last']:.4f} ({trend})")
+    metrics = read_metrics(run_dir)
+    losses = summarise(metrics, "train/", LOSS_TERMS[config.objective["name"]])
+    health = summarise(metrics, "health/")
+    ctx.report[report_key] = {row.name: row.values() for row in losses}
+    ctx.report[f"{report_key}_health"] = {row.name: row.values() for row in health}
+    for line in format_summary(losses, trend=True, indent="    ") + format_summary(health, indent="    "):
+        ctx.log(line)
     ctx.log(f"encoder exported to {encoder}")
     return encoder
 
@@ -87,20 +91,6 @@ def stage_pretrain_peers(ctx: DemoContext) -> None:
     ctx.acm_sskd = _pretrain(ctx, "demo_acm_sskd_tiny", "pretrain_acm_sskd", overrides, "pretrain_acm_sskd")
     labelled = ctx.corpus.audioset / "metadata" / "balanced_train_segments.csv"
     ctx.supmam = _pretrain(ctx, "demo_supmam_tiny", "pretrain_supmam", overrides, "pretrain_supmam", source=labelled)
-
-
-def loss_summary(run_dir: Path, terms: tuple[str, ...] = LOSS_TERMS["asit"]) -> dict[str, dict[str, float]]:
-    """First- and last-epoch mean of each loss term from the run's CSV logs."""
-    metrics = read_metrics(run_dir)
-    summary = {}
-    for term in terms:
-        column = f"train/{term}_epoch"
-        if column not in metrics:
-            raise AsitError(f"{run_dir}: logs have no {column}")
-        per_epoch = metrics.dropna(subset=[column]).groupby("epoch")[column].last()
-        summary[term] = {"first": float(per_epoch.iloc[0]), "last": float(per_epoch.iloc[-1]),
-                         "epochs": int(per_epoch.index.max()) + 1}
-    return summary
 
 
 Stage = Callable[[DemoContext], None]
@@ -141,4 +131,4 @@ def run_demo(ctx: DemoContext, stages: list[tuple[str, Stage]] | None = None) ->
     return ctx.report
 
 
-__all__ = ["DemoContext", "STAGES", "run_demo", "loss_summary"]
+__all__ = ["DemoContext", "STAGES", "run_demo"]

@@ -7,25 +7,27 @@ import json
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import lightning as L
-import pandas as pd
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 
 from .checkpoint import save_encoder
 from .errors import AsitError
 from .frontend import STATS_MAX_FILES, estimate_stats
+from .health import read_metrics, run_report  # noqa: F401 (read_metrics re-exported)
 from .objectives import build_objective
 from .pretrain_config import (DataConfig, OptimConfig, PretrainConfig, TrainerConfig,  # noqa: F401 (re-exported)
-                             load_pretrain_config, load_pretrain_config_dict)
+                             load_pretrain_config, load_pretrain_config_dict, parse_max_time)
 from .pretrain_data import PretrainDataModule, check_data_needs, list_clips
 from .rng import collect_rng_states, restore_rng_states
 from .schedules import TrainingProgress, cosine
+
+BUDGET_MARGIN = 0.9   # share of the time left that the time budget's step estimate plans to use
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:
@@ -42,14 +44,20 @@ class PretrainModule(L.LightningModule):
         self.objective = build_objective(config.objective, config.encoder, config.frontend)
         self.lr_scheduler: CosineLRScheduler | None = None
         self._progress: TrainingProgress | None = None
+        self.budget_steps: int | None = None          # schedule length fixed by the time budget (checkpointed)
+        self._clock: Callable[[], float] = time.monotonic
+        self._session_start: tuple[float, int] | None = None   # (clock, global step) after this session's 1st step
 
     # -- schedules -------------------------------------------------------------------------------------------
+    def schedule_steps(self) -> int:
+        """The optimizer steps every schedule spans: max_epochs × steps per epoch, or fewer when trainer.max_steps or
+        the time budget's estimate (which sets the trainer's max_steps) says so."""
+        return max(1, int(self.trainer.estimated_stepping_batches))
+
     def progress(self) -> TrainingProgress:
-        trainer = self.trainer
-        per_epoch = max(1, int(trainer.num_training_batches))
-        total = max(1, int(trainer.estimated_stepping_batches))
-        return TrainingProgress(step=int(self.global_step), total_steps=total, epoch=int(self.current_epoch),
-                                steps_per_epoch=per_epoch)
+        per_epoch = max(1, int(self.trainer.num_training_batches))
+        return TrainingProgress(step=int(self.global_step), total_steps=self.schedule_steps(),
+                                epoch=int(self.current_epoch), steps_per_epoch=per_epoch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         cfg = self.config.optim
@@ -62,15 +70,48 @@ class PretrainModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=lr, betas=tuple(cfg.betas))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        self._build_lr_scheduler(optimizer)
+        return optimizer
+
+    def on_train_start(self) -> None:
+        if self.budget_steps is not None and self.trainer.max_steps != self.budget_steps:
+            # resumed after the time budget fixed the schedules' length (restored with the checkpoint)
+            self.trainer.fit_loop.epoch_loop.max_steps = self.budget_steps
+            self._build_lr_scheduler(self.optimizers().optimizer)  # type: ignore[union-attr]
+
+    def _build_lr_scheduler(self, optimizer: torch.optim.Optimizer) -> None:
+        """Warm-up, then cosine / linear to min_lr, reached by the last optimizer step (step schedule_steps − 1)."""
+        cfg = self.config.optim
+        total = self.schedule_steps()
         per_epoch = max(1, int(self.trainer.num_training_batches))
         warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else int(round(cfg.warmup_epochs * per_epoch))
-        warmup = min(warmup, total - 1)
+        warmup = max(0, min(warmup, total - 2))
         scheduler = {"cosine": CosineLRScheduler, "linear": partial(PolyLRScheduler, power=1.0)}[cfg.schedule]
+        # timm returns lr_min from t_initial steps after the warm-up on: the last step, total − 1, gets min_lr
         self.lr_scheduler = scheduler(
-            optimizer, t_initial=max(1, total - warmup), lr_min=cfg.min_lr, warmup_t=warmup, warmup_lr_init=0.0,
+            optimizer, t_initial=max(1, total - 1 - warmup), lr_min=cfg.min_lr, warmup_t=warmup, warmup_lr_init=0.0,
             warmup_prefix=True, t_in_epochs=False)
-        return optimizer
+
+    def _fit_time_budget(self) -> None:
+        """After trainer.budget_probe_steps timed steps of this session, shorten the schedules (and the run) to the
+        steps estimated to fit the time left; rank 0's estimate for every process."""
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
+        remaining = timer.time_remaining() if timer is not None else None
+        if remaining is None or self._session_start is None:
+            return
+        start_time, start_step = self._session_start
+        done = int(self.global_step) - start_step
+        per_step = (self._clock() - start_time) / max(1, done)
+        before = self.schedule_steps()
+        steps = self.trainer.strategy.broadcast(min(before, budget_steps(int(self.global_step), per_step, remaining)))
+        self.budget_steps = int(steps)
+        if self.budget_steps < before:
+            self.trainer.fit_loop.epoch_loop.max_steps = self.budget_steps
+            self._build_lr_scheduler(self.optimizers().optimizer)  # type: ignore[union-attr]
+        if self.trainer.is_global_zero:
+            fits = f"{self.budget_steps} steps" if self.budget_steps < before else f"all {before} steps"
+            print(f"[asit pretrain] time budget {self.config.trainer.max_time}: {per_step:.3g} s/step over "
+                  f"{done} steps, {remaining:.0f} s left -> the schedules span {fits}", flush=True)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._progress = progress = self.progress()
@@ -88,6 +129,8 @@ class PretrainModule(L.LightningModule):
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, prog_bar=name == "loss",
                      batch_size=size, sync_dist=True)
+        for name, value in self.objective.pop_health().items():
+            self.log(f"health/{name}", value, on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
         optimizer = self.optimizers().optimizer  # type: ignore[union-attr]
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=size)
         self.log("train/weight_decay", optimizer.param_groups[0]["weight_decay"], on_step=True, on_epoch=False,
@@ -104,14 +147,84 @@ class PretrainModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.objective.after_optimizer_step(self._progress or self.progress())
+        if self.config.trainer.max_time and self.budget_steps is None:
+            if self._session_start is None:   # the first step (start-up, first batches) is not timed
+                self._session_start = (self._clock(), int(self.global_step))
+            elif int(self.global_step) - self._session_start[1] >= self.config.trainer.budget_probe_steps:
+                self._fit_time_budget()
 
     # -- exact resume ----------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = collect_rng_states()
+        if self.budget_steps is not None:
+            checkpoint["budget_steps"] = self.budget_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        self.budget_steps = checkpoint.get("budget_steps")
+
+
+def budget_steps(step: int, seconds_per_step: float, seconds_left: float, margin: float = BUDGET_MARGIN) -> int:
+    """The total optimizer steps expected to fit a time budget: the steps done plus `margin` of the time left at the
+    measured speed (the margin leaves room for epoch-end checkpoints and slower steps)."""
+    return step + max(1, int(margin * max(0.0, seconds_left) / max(seconds_per_step, 1e-9)))
+
+
+class ProgressReport(Callback):
+    """`[asit pretrain] epoch e/E step s/S (p%) loss … elapsed … ETA …`: one line at each epoch end and every
+    `every_s` seconds within one (0: epoch ends only), on rank 0. The loss is the mean over the epoch so far; the ETA
+    extrapolates this session's speed to the schedules' last step."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._start: tuple[float, int] = (0.0, 0)
+        self._last_line = 0.0
+        self._loss_sum: torch.Tensor | float = 0.0    # kept on the device: no host sync per step
+        self._loss_count = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = (time.monotonic(), int(trainer.global_step))
+        self._last_line = self._start[0]
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._loss_sum = self._loss_sum + loss.detach().float()
+            self._loss_count += 1
+        if self.every_s > 0 and time.monotonic() - self._last_line >= self.every_s:
+            self._report(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer, pl_module)
+
+    def _report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.monotonic()
+        self._last_line = now
+        if not trainer.is_global_zero:
+            return
+        step = int(trainer.global_step)
+        total = pl_module.schedule_steps() if isinstance(pl_module, PretrainModule) else step
+        elapsed = now - self._start[0]
+        done = step - self._start[1]
+        eta = _clock_text(elapsed / done * max(0, total - step)) if done > 0 else "?"
+        loss = f"{float(self._loss_sum) / self._loss_count:.4f}" if self._loss_count else "?"
+        line = (f"[asit pretrain] epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {step}/{total} "
+                f"({100.0 * step / max(1, total):.0f}%) loss {loss} elapsed {_clock_text(elapsed)} ETA {eta}")
+        bar = trainer.progress_bar_callback
+        if bar is not None:
+            bar.print(line)          # above the progress bar instead of through it
+        else:
+            print(line, flush=True)
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class ExportEncoder(Callback):
@@ -139,24 +252,18 @@ def build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: list[C
                                          auto_insert_metric_name=False,
                                          every_n_train_steps=tcfg.checkpoint_every_n_steps, save_top_k=1))
     callbacks.append(ExportEncoder(run_dir / "encoder.pt"))
+    callbacks.append(ProgressReport(tcfg.progress_every_s))
     callbacks.extend(extra_callbacks or [])
     # every (re)start logs to a new logs/version_N so a resume never overwrites earlier metrics
     loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
     return L.Trainer(
-        max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps, accelerator=tcfg.accelerator, devices=tcfg.devices,
+        max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps, max_time=parse_max_time(tcfg.max_time),
+        accelerator=tcfg.accelerator, devices=tcfg.devices,
         num_nodes=tcfg.num_nodes, strategy=tcfg.strategy, precision=tcfg.precision,
         log_every_n_steps=tcfg.log_every_n_steps,
         limit_train_batches=tcfg.limit_train_batches, gradient_clip_val=config.optim.clip_grad or None,
         callbacks=callbacks, logger=loggers, default_root_dir=run_dir, use_distributed_sampler=False,
         enable_progress_bar=tcfg.enable_progress_bar, num_sanity_val_steps=0, enable_model_summary=True)
-
-
-def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """All CSV metrics of a run, over its restarts (logs/version_*/metrics.csv), in step order."""
-    files = sorted(Path(run_dir).glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not files:
-        raise AsitError(f"no logs/version_*/metrics.csv under {run_dir}")
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
 def resolve_resume(run_dir: Path, resume: str | None) -> str | None:
@@ -183,8 +290,9 @@ def resolve_frontend_stats(config: PretrainConfig) -> PretrainConfig:
 
 
 def run_pretraining(config: PretrainConfig, resume: str | None = None,
-                    extra_callbacks: list[Callback] | None = None) -> Path:
-    """Train, checkpoint every epoch (`checkpoints/last.ckpt` resumes exactly) and export `encoder.pt`."""
+                    extra_callbacks: list[Callback] | None = None, report: bool = False) -> Path:
+    """Train, checkpoint every epoch (`checkpoints/last.ckpt` resumes exactly) and export `encoder.pt`; `report`:
+    print the loss and health summary (first -> last epoch) at the end."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_frontend_stats(config)
@@ -200,6 +308,10 @@ def run_pretraining(config: PretrainConfig, resume: str | None = None,
     trainer.fit(module, datamodule=data, ckpt_path=resolve_resume(run_dir, resume))
     if trainer.is_global_zero:
         summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
+                   "schedule_steps": module.schedule_steps(), "budget_steps": module.budget_steps,
                    "seconds": round(time.time() - started, 1), "encoder": str(run_dir / "encoder.pt")}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if report:
+            print("\n".join([f"[asit pretrain] {trainer.global_step} optimizer steps in {summary['seconds']:.0f} s; "
+                              f"summary of {run_dir}:", *run_report(run_dir)]), flush=True)
     return run_dir

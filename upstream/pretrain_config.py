@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -61,6 +62,11 @@ class OptimConfig:
 class TrainerConfig:
     max_epochs: int = 100
     max_steps: int = -1            # > 0: stop after this many optimizer steps (schedules span them)
+    max_time: str = ""             # time budget: "DD:HH:MM:SS" or minutes ("90", "2.5"); "" none. The schedules
+                                   # then span the steps estimated to fit it (budget_probe_steps, docs/pretraining.md)
+    budget_probe_steps: int = 20   # with max_time: steps timed before the schedules' length is fixed
+    progress_every_s: float = 60.0  # progress line (step/total, loss, elapsed, ETA) within an epoch every this many
+                                    # seconds, besides the one at each epoch end (0: epoch ends only)
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1
@@ -70,6 +76,35 @@ class TrainerConfig:
     limit_train_batches: int | float | None = None
     checkpoint_every_n_steps: int = 0   # extra mid-epoch checkpoints (0: only at epoch ends)
     enable_progress_bar: bool = True
+
+    def check(self) -> None:
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise AsitError(f"trainer.max_steps must be -1 (no limit) or positive, got {self.max_steps}")
+        if self.max_epochs < 1:
+            raise AsitError(f"trainer.max_epochs must be positive, got {self.max_epochs}")
+        parse_max_time(self.max_time)
+        if self.budget_probe_steps < 1:
+            raise AsitError(f"trainer.budget_probe_steps must be positive, got {self.budget_probe_steps}")
+        if self.progress_every_s < 0:
+            raise AsitError(f"trainer.progress_every_s must be >= 0, got {self.progress_every_s}")
+
+
+def parse_max_time(value: str) -> timedelta | None:
+    """`trainer.max_time` -> a duration: "DD:HH:MM:SS" (Lightning's format) or a number of minutes; "" -> None."""
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        if ":" in text:
+            days, hours, minutes, seconds = (float(part) for part in text.split(":"))
+            duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        else:
+            duration = timedelta(minutes=float(text))
+    except ValueError:
+        duration = None
+    if duration is None or duration.total_seconds() <= 0:
+        raise AsitError(f"trainer.max_time must be DD:HH:MM:SS or a positive number of minutes, got {value!r}")
+    return duration
 
 
 @dataclass(frozen=True)
@@ -88,6 +123,7 @@ def load_pretrain_config_dict(data: Mapping[str, Any]) -> PretrainConfig:
     config = from_dict(PretrainConfig, data)
     encoder = encoder_config_from_dict(config.encoder)
     config.data.check()
+    config.trainer.check()
     frames = config.data.crop_frames
     if frames % encoder.frames_per_step:
         raise AsitError(f"data.crop_frames {frames} must be a multiple of the {encoder.arch} encoder's "

@@ -11,8 +11,9 @@ depends on the other clips of a batch.
 Per time step (a ViT's patch *column* of 16 frames = 160 ms, a conformer's 4 stacked frames = 80 ms) the runtime
 returns one vector: the mean of the step's tokens (`columns: mean`; a ViT column holds 8 frequency patches) or
 their concatenation (`columns: concat`, [G·D], keeping the band structure as M2D / BYOL-A / EVAR do). Step c covers
-frames [c·p, c·p + p). Scene vectors pool a clip's valid steps (`pooling`: mean, max, mean+max) or take the CLS
-token of encoders that have one (averaged over chunks, each weighted by the frames of audio it holds).
+frames [c·p, c·p + p). Scene vectors pool a clip's valid steps (`pooling`: mean, max, mean+max, mean+std — the
+population std over the steps, which with the `fbank_stats` floor encoder gives per-band fbank statistics) or take
+the CLS token of encoders that have one (averaged over chunks, each weighted by the frames of audio it holds).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .encoders import AudioEncoder
 from .errors import AsitError
 from .frontend import Frontend, FrontendConfig, pad_or_crop
 
-POOLINGS = ("mean", "max", "mean+max", "cls", "mean+cls")
+POOLINGS = ("mean", "max", "mean+max", "mean+std", "cls", "mean+cls")
 COLUMNS = ("mean", "concat")
 PADDINGS = ("chunk", "step")
 PRECISIONS = ("fp32", "bf16")
@@ -40,7 +41,7 @@ class RuntimeOptions:
     """How the runtime turns an encoder's tokens into features; the same names in HEAR's model options, s3prl's
     `-g` file, probe recipes and finetuning recipes."""
 
-    pooling: str = "mean"               # scene vector: mean | max | mean+max over steps, cls | mean+cls
+    pooling: str = "mean"               # scene vector: mean | max | mean+max | mean+std over steps, cls | mean+cls
     columns: str = "mean"               # one step's tokens: mean -> D features | concat -> G·D
     chunk_frames: int | None = None     # frames per encoder pass (default: the encoder's trained length)
     padding: str = "chunk"              # last chunk padded to chunk_frames | to the next whole step
@@ -95,6 +96,9 @@ def pool_scene(vectors: torch.Tensor, valid: torch.Tensor | None, cls: torch.Ten
         return cls  # type: ignore[return-value]
     if pooling == "mean+cls":
         return torch.cat([mean, cls], dim=-1)  # type: ignore[list-item]
+    if pooling == "mean+std":
+        deviation = ((vectors - mean[:, None]) ** 2 * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return torch.cat([mean, deviation.sqrt()], dim=-1)
     peak = vectors.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
     return peak if pooling == "max" else torch.cat([mean, peak], dim=-1)
 
@@ -102,7 +106,7 @@ def pool_scene(vectors: torch.Tensor, valid: torch.Tensor | None, cls: torch.Ten
 def scene_dim(encoder: AudioEncoder, pooling: str, columns: str) -> int:
     """Size of one layer's scene vector under these options."""
     step = int(encoder.embed_dim) * (encoder.tokens_per_step if columns == "concat" else 1)
-    return {"mean": step, "max": step, "mean+max": 2 * step, "cls": int(encoder.embed_dim),
+    return {"mean": step, "max": step, "mean+max": 2 * step, "mean+std": 2 * step, "cls": int(encoder.embed_dim),
             "mean+cls": step + int(encoder.embed_dim)}[pooling]
 
 

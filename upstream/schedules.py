@@ -10,7 +10,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class TrainingProgress:
     step: int            # optimizer steps done so far
-    total_steps: int
+    total_steps: int     # the schedules' length: max_epochs × steps_per_epoch, or fewer under trainer.max_steps or
+                         # the time budget's estimate (docs/pretraining.md, "Budgets")
     epoch: int
     steps_per_epoch: int
 

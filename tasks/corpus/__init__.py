@@ -17,7 +17,6 @@ to GENERATORS, add the field(s) to CorpusPaths and bump CORPUS_VERSION.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -29,7 +28,7 @@ from typing import Any, Callable
 from upstream.errors import AsitError
 
 from . import audioset, esc50, speechcommands, synth, unlabeled, voxceleb1
-from .writer import ClipWriter
+from .writer import ClipWriter, swap_into_place, tree_hash
 
 CORPUS_VERSION = 2
 MANIFEST = "corpus.json"
@@ -111,7 +110,7 @@ def generate_corpus(out_dir: Path, seed: int = 0, *, force: bool = False, worker
         raise AsitError(f"cannot create the corpus next to {out_dir}: {exc.strerror or exc}") from exc
     try:
         manifest = _build(staging, seed, workers)
-        _swap_into_place(staging, out_dir)
+        swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -143,29 +142,13 @@ def _build(staging: Path, seed: int, workers: int | None) -> dict[str, Any]:
     return manifest
 
 
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    retired = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-    out_dir.rename(retired)
-    staging.rename(out_dir)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def _count_files(root: Path, pattern: str = "*") -> int:
     return sum(1 for p in root.rglob(pattern) if p.is_file())
 
 
 def content_hash(root: Path) -> str:
-    """SHA-256 over (relative path, file SHA-256) of every file except corpus.json: equal hashes ⇔ equal corpora."""
-    total = hashlib.sha256()
-    root = Path(root)
-    files = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST}
-    for rel in sorted(files):
-        total.update(rel.encode("utf-8") + b"\0")
-        total.update(hashlib.sha256(files[rel].read_bytes()).digest())
-    return total.hexdigest()
+    """SHA-256 over (relative path, file SHA-256) of every file except corpus.json: equal hashes ⇔ equal sets."""
+    return tree_hash(root, MANIFEST)
 
 
 def _paths(out_dir: Path, manifest: dict[str, Any]) -> CorpusPaths:

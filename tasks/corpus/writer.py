@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -81,3 +83,25 @@ class ClipWriter:
             for future in self._futures:
                 future.cancel()
             self._pool.shutdown(wait=True)
+
+
+def swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by the finished `staging` folder with renames, so a reader never sees a half-written set."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    retired = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    out_dir.rename(retired)
+    staging.rename(out_dir)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def tree_hash(root: Path, skip: str) -> str:
+    """SHA-256 over (relative path, file SHA-256) of every file but the manifest `skip`: equal hashes ⇔ equal trees."""
+    total = hashlib.sha256()
+    root = Path(root)
+    files = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and p.name != skip}
+    for rel in sorted(files):
+        total.update(rel.encode("utf-8") + b"\0")
+        total.update(hashlib.sha256(files[rel].read_bytes()).digest())
+    return total.hexdigest()

@@ -57,7 +57,7 @@ class FinetuneRecipe:
     label_smoothing: float = 0.0
     sampler: str = "uniform"            # uniform | weighted (AST/PANNs label-frequency weights)
     # model
-    pooling: str = "mean"               # runtime scene pooling of the last layer: mean|max|mean+max|cls|mean+cls
+    pooling: str = "mean"               # runtime scene pooling of the last layer: mean|max|mean+max|mean+std|cls|…
     columns: str = "mean"               # runtime step vector: mean of a step's tokens | concat
     drop_path: float = 0.1
     # optimisation
@@ -122,9 +122,9 @@ class ProbeRecipe:
     mode: str = "probe"
     dataset: dict[str, Any] = field(default_factory=dict)
     # embeddings (EncoderRuntime)
-    layer: int = -1                     # 0 = input embeddings … depth = final block; negative from the end
-    pooling: str = "mean"               # runtime scene pooling: mean|max|mean+max (of step vectors) | cls|mean+cls
-    columns: str = "mean"               # runtime step vector: mean of a step's tokens | concat (ViT: 8 bands x D)
+    layer: int | str = -1               # 0 = input embeddings … depth = final block; negative from the end; best
+    pooling: str = "mean+std"           # runtime scene pooling: mean|max|mean+max|mean+std (of steps) | cls|mean+cls
+    columns: str = "concat"             # runtime step vector: mean of a step's tokens | concat (ViT: 8 bands x D)
     padding: str = "chunk"              # runtime: last chunk padded to chunk_frames | to the next whole step
     chunk_frames: int | None = None     # None: the encoder's pretraining length
     precision: str = "fp32"             # fp32 | bf16
@@ -137,14 +137,14 @@ class ProbeRecipe:
     classifier: str = "logistic"        # logistic (scikit-learn) | mlp (torch, one hidden layer)
     C: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])   # logistic: chosen on validation
     max_iter: int = 1000
-    holdout: float = 0.1                # fraction of training groups held out for selection when no valid split
+    cv_folds: int = 5                   # no valid split: grouped K-fold CV over the training role chooses C / layer
     hidden_dim: int = 512               # mlp
     mlp_epochs: int = 100
     mlp_lr: float = 1e-3
     mlp_weight_decay: float = 1e-4
     mlp_batch_size: int = 256
     mlp_dropout: float = 0.1
-    n_jobs: int = -1                    # scikit-learn parallelism (one-vs-rest over classes)
+    n_jobs: int = -1                    # processes for the selection grid (and one-vs-rest over classes)
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, ("probe",))
@@ -162,8 +162,10 @@ class ProbeRecipe:
         _choice("classifier", self.classifier, ("logistic", "mlp"))
         if not self.C or any(c <= 0 for c in self.C):
             raise AsitError(f"recipe C must be a non-empty list of positive numbers, got {self.C}")
-        if not 0.0 < self.holdout < 1.0:
-            raise AsitError(f"recipe holdout must be in (0, 1), got {self.holdout}")
+        if self.cv_folds < 2:
+            raise AsitError(f"recipe cv_folds must be at least 2, got {self.cv_folds}")
+        if isinstance(self.layer, str) and self.layer != "best":
+            raise AsitError(f"recipe layer must be an integer or 'best', got {self.layer!r}")
         for name in ("batch_clips", "max_iter", "hidden_dim", "mlp_epochs", "mlp_lr", "mlp_batch_size"):
             _positive(name, getattr(self, name))
         _positive("num_workers", self.num_workers, zero_ok=True)

@@ -1,10 +1,12 @@
-"""asit export CHECKPOINT OUT [--which teacher|student] [--sample-rate SR]"""
+"""asit export CHECKPOINT OUT [--which teacher|student] [--sample-rate SR] [--init pretrained|scratch|fbank_stats]
+[--seed N]"""
 
 from __future__ import annotations
 
 import argparse
 
 from ..checkpoint import load_encoder, save_encoder
+from ..floors import INITS, initialised
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,11 +16,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which network of a pretraining checkpoint (default: teacher, as the paper finetunes)")
     parser.add_argument("--sample-rate", type=int, default=None,
                         help="override the sample rate the fbank is computed at (official ASiT checkpoints: 32000)")
+    parser.add_argument("--init", choices=INITS, default="pretrained",
+                        help="export the checkpoint's floor instead: `scratch` (same architecture and frontend, "
+                             "random weights from --seed) or `fbank_stats` (same frontend, no weights), e.g. for "
+                             "heareval's random-init row")
+    parser.add_argument("--scratch", dest="init", action="store_const", const="scratch",
+                        help="shorthand for --init scratch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --init scratch weights (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_encoder(args.checkpoint, which=args.which, sample_rate=args.sample_rate)
-    meta = dict(loaded.meta, exported_from=str(args.checkpoint), source=loaded.source)
-    path = save_encoder(args.out, loaded.encoder, loaded.frontend, meta)
-    print(f"asit export: wrote {path} ({loaded.source}, {loaded.frontend.sample_rate} Hz frontend)")
+    encoder = initialised(loaded.encoder, args.init, args.seed)
+    meta = dict(loaded.meta, exported_from=str(args.checkpoint), source=loaded.source, init=args.init)
+    if args.init == "scratch":
+        meta["init_seed"] = args.seed
+    path = save_encoder(args.out, encoder, loaded.frontend, meta)
+    floor = "" if args.init == "pretrained" else f", floor: {args.init}"
+    print(f"asit export: wrote {path} ({loaded.source}{floor}, {loaded.frontend.sample_rate} Hz frontend)")
     return 0

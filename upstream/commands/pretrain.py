@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_pretrain_config(args.config, args.overrides)
-    run_dir = run_pretraining(config, resume=args.resume)
-    print(f"asit pretrain: run directory {run_dir}, encoder {run_dir / 'encoder.pt'}")
+    run_dir = run_pretraining(config, resume=args.resume, report=True)
+    print(f"asit pretrain: run directory {run_dir}, encoder {run_dir / 'encoder.pt'} (`asit info {run_dir}` shows "
+          "this summary again)")
     return 0

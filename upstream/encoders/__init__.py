@@ -9,11 +9,13 @@ from typing import Any, Mapping
 from ..errors import AsitError
 from .base import AudioEncoder, EncoderStates
 from .conformer import CONFORMER_SIZES, ConformerConfig, ConformerEncoder
+from .fbank_stats import FbankStatsConfig, FbankStatsEncoder
 from .vit import VIT_SIZES, AudioViT, EncoderConfig
 
 ARCHS: dict[str, tuple[type, type[AudioEncoder]]] = {
     "vit": (EncoderConfig, AudioViT),
     "conformer": (ConformerConfig, ConformerEncoder),
+    "fbank_stats": (FbankStatsConfig, FbankStatsEncoder),   # the no-weights floor (docs/encoders.md)
 }
 
 
@@ -38,4 +40,5 @@ def build_encoder(config: Any) -> AudioEncoder:
 
 
 __all__ = ["ARCHS", "AudioEncoder", "AudioViT", "CONFORMER_SIZES", "ConformerConfig", "ConformerEncoder",
-           "EncoderConfig", "EncoderStates", "VIT_SIZES", "build_encoder", "encoder_config_from_dict"]
+           "EncoderConfig", "EncoderStates", "FbankStatsConfig", "FbankStatsEncoder", "VIT_SIZES", "build_encoder",
+           "encoder_config_from_dict"]

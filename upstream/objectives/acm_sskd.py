@@ -38,6 +38,7 @@ from ..encoders import AudioViT, EncoderConfig
 from ..errors import AsitError
 from ..frontend import FrontendConfig
 from ..heads import init_linear_xavier
+from ..health import feature_std, recon_vs_mean
 from ..hog_masks import hog_patch_stats, hog_weights, hog_zscores, inter_patch_mask, intra_patch_mask
 from ..mae_decoder import gather_tokens, patchify, sincos_2d, unshuffle
 from ..masking import token_mask
@@ -340,8 +341,10 @@ class ACMSSKDObjective(PretrainObjective):
         target_pixels = patchify(x, self.patch)
         weights = hog_weights(batch["hog_z"][:, 0]) if cfg.hog_weight else None
         with torch.set_grad_enabled(cfg.raw_grad and torch.is_grad_enabled()):
-            f_raw = self.projector(self.raw_pass(x))
+            h_raw = self.raw_pass(x)
+            f_raw = self.projector(h_raw)
             pooled_raw = f_raw.mean(dim=1)
+        self.record_health(std_encoder=feature_std(h_raw))    # rows: the raw pass's patch tokens
         if not cfg.raw_grad:
             f_raw, pooled_raw = f_raw.detach(), pooled_raw.detach()
 
@@ -358,7 +361,10 @@ class ACMSSKDObjective(PretrainObjective):
                 h = self.inter_tokens(x, masked)
             f = self.projector(h)
             recon_patches = masked if cfg.recon_on == "masked" else torch.ones_like(masked)
-            terms[f"recon_{branch}"] = weighted_patch_mse(self.pixel_head(h), target_pixels, recon_patches, weights)
+            pixels = self.pixel_head(h)
+            terms[f"recon_{branch}"] = weighted_patch_mse(pixels, target_pixels, recon_patches, weights)
+            self.record_health(**{f"recon_vs_mean_{branch}": recon_vs_mean(pixels, target_pixels,
+                                                                          recon_patches[..., None])})
             terms[f"mse_{branch}"] = feature_mse(f, f_raw)
             terms[f"kl_{branch}"] = feature_kl(f, f_raw, cfg.kl_temp)
             terms[f"contrast_{branch}"] = info_nce(f.mean(dim=1), pooled_raw, cfg.contrast_temp)

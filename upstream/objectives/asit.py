@@ -4,6 +4,7 @@ an EMA teacher. Defaults follow the paper; the official code's deviations are av
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -14,6 +15,7 @@ from ..encoders import AudioViT, EncoderConfig
 from ..errors import AsitError
 from ..frontend import FrontendConfig
 from ..heads import ProjectionHead, ReconstructionHead
+from ..health import feature_std, mean_entropy, recon_vs_mean
 from ..losses import CenteredDistillation, global_loss, local_loss, masked_l1
 from ..masking import GMMLViewMasker, MaskingConfig, apply_masks, token_mask
 from ..schedules import TrainingProgress, cosine, linear_warmup
@@ -109,11 +111,12 @@ class ASiTObjective(PretrainObjective):
         student_tokens = self.student.forward_features(corrupted.flatten(0, 1))
         student_logits = self.student_head(student_tokens)
         with torch.no_grad():
-            teacher_logits = self.teacher_head(self.teacher.forward_features(views.flatten(0, 1)))
+            teacher_tokens = self.teacher.forward_features(views.flatten(0, 1))
+            teacher_logits = self.teacher_head(teacher_tokens)
 
         reconstruction = self.recon_head(student_tokens[:, 1:], grid)
-        recon_mask = masks if self.config.recon_on == "masked" else torch.ones_like(masks)
-        recon = masked_l1(reconstruction.float(), views.flatten(0, 1).float(), recon_mask.flatten(0, 1)[:, None])
+        recon_mask = (masks if self.config.recon_on == "masked" else torch.ones_like(masks)).flatten(0, 1)[:, None]
+        recon = masked_l1(reconstruction.float(), views.flatten(0, 1).float(), recon_mask)
 
         k = student_logits.shape[-1]
         temp = self.teacher_temp(progress)
@@ -122,12 +125,32 @@ class ASiTObjective(PretrainObjective):
                            teacher_logits[:, 1:].reshape(b, v, -1, k), manipulated, temp)
         global_ = global_loss(self.distill_cls, student_logits[:, 0].reshape(b, v, k),
                               teacher_logits[:, 0].reshape(b, v, k), temp)
+        # before the center update: the teacher distributions the losses above used
+        self._record_health(student_tokens, teacher_tokens, teacher_logits, temp, reconstruction, views, recon_mask)
         self.distill_cls.update_center(teacher_logits[:, 0])
         self.distill_data.update_center(teacher_logits[:, 1:])
 
         terms = {"recon": recon, "local": local, "global": global_}
         total = sum(self.weights[name] * value for name, value in terms.items())
-        return {"loss": total, **terms}
+        # logged as train/loss_<term>: a bare train/global would read as Lightning's train/global_step column
+        return {"loss": total, **{f"loss_{name}": value for name, value in terms.items()}}
+
+    @torch.no_grad()
+    def _record_health(self, student_tokens: torch.Tensor, teacher_tokens: torch.Tensor,
+                       teacher_logits: torch.Tensor, temp: float, reconstruction: torch.Tensor, views: torch.Tensor,
+                       recon_mask: torch.Tensor) -> None:
+        """Collapse and reconstruction signals (upstream.health) from this step's tensors: the teacher's entropies
+        (CLS and data tokens, its centred sharpened softmax), the center norms, the spread of the backbone CLS of
+        student (masked views) and teacher (clean views), and the reconstruction against each view's mean."""
+        log_k = math.log(teacher_logits.shape[-1])
+        cls_entropy = mean_entropy(teacher_logits[:, 0], lambda z: self.distill_cls.teacher_probs(z, temp))
+        local_entropy = mean_entropy(teacher_logits[:, 1:], lambda z: self.distill_data.teacher_probs(z, temp))
+        self.record_health(
+            teacher_entropy_cls=cls_entropy, teacher_entropy_cls_ratio=cls_entropy / log_k,
+            teacher_entropy_local=local_entropy, teacher_entropy_local_ratio=local_entropy / log_k,
+            center_norm_cls=self.distill_cls.center.norm(), center_norm_local=self.distill_data.center.norm(),
+            std_student=feature_std(student_tokens[:, 0]), std_teacher=feature_std(teacher_tokens[:, 0]),
+            recon_vs_mean=recon_vs_mean(reconstruction, views.flatten(0, 1), recon_mask))
 
     def after_backward(self, progress: TrainingProgress) -> None:
         if progress.epoch < self.config.freeze_last_layer_epochs:

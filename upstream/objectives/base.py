@@ -41,6 +41,10 @@ class PretrainObjective(nn.Module):
     # is read by building only that encoder and loading these keys (no objective, no teacher file, no Lightning)
     encoder_prefixes: ClassVar[dict[str, str]] = {"teacher": "encoder.", "student": "encoder."}
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._health: dict[str, torch.Tensor] = {}
+
     @classmethod
     def from_config(cls, params: Mapping[str, Any], encoder: Any,
                     frontend: FrontendConfig | None = None) -> "PretrainObjective":
@@ -54,8 +58,18 @@ class PretrainObjective(nn.Module):
         return None
 
     def training_losses(self, batch: dict[str, torch.Tensor], progress: TrainingProgress) -> dict[str, torch.Tensor]:
-        """Loss terms for logging; must contain `loss`, the total to back-propagate."""
+        """Loss terms for logging; must contain `loss`, the total to back-propagate. May call `record_health`."""
         raise NotImplementedError
+
+    def record_health(self, **signals: torch.Tensor) -> None:
+        """Keep health signals of this step (`upstream.health`: collapse, reconstruction vs a mean predictor), computed
+        under no_grad from tensors the step already has; the Lightning module logs them as `health/<name>`."""
+        self._health.update({name: value.detach() for name, value in signals.items()})
+
+    def pop_health(self) -> dict[str, torch.Tensor]:
+        """The health signals recorded since the last call (and forget them)."""
+        health, self._health = self._health, {}
+        return health
 
     def after_backward(self, progress: TrainingProgress) -> None:
         """Hook between backward and the optimizer step (e.g. freezing a layer's gradients)."""

@@ -54,6 +54,7 @@ from ..encoders import AudioViT, EncoderConfig
 from ..errors import AsitError
 from ..frontend import FrontendConfig
 from ..heads import init_linear_xavier
+from ..health import feature_std, recon_vs_mean
 from ..mae_decoder import DecoderConfig, MAEDecoder, gather_tokens, keep_mask, patchify, random_keep_ids, sincos_2d
 from ..schedules import TrainingProgress
 from ..teachers import Teacher, TeacherConfig, align_to_grid, load_teacher
@@ -186,13 +187,22 @@ def target_errors(pred: torch.Tensor, target: torch.Tensor, norm: str = "layerno
     return 1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6)
 
 
-def reconstruction_loss(pred: torch.Tensor, x: torch.Tensor, masked: torch.Tensor, patch: int,
-                        norm_pix: bool = True) -> torch.Tensor:
-    """AudioMAE's loss: MSE on the masked patches; pred [B, N, patch²], x [B, 1, T, F], masked [B, N]."""
+def reconstruction_target(x: torch.Tensor, patch: int, norm_pix: bool = True) -> torch.Tensor:
+    """AudioMAE's pixel targets [B, N, patch²] of x [B, 1, T, F]: per-patch normalised with `norm_pix` (mean and
+    unbiased variance, eps 1e-6)."""
     target = patchify(x.float(), patch)
     if norm_pix:
         mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
         target = (target - mean) / (var + 1e-6) ** 0.5
+    return target
+
+
+def reconstruction_loss(pred: torch.Tensor, x: torch.Tensor, masked: torch.Tensor, patch: int,
+                        norm_pix: bool = True, target: torch.Tensor | None = None) -> torch.Tensor:
+    """AudioMAE's loss: MSE on the masked patches; pred [B, N, patch²], x [B, 1, T, F], masked [B, N]; `target`:
+    `reconstruction_target(x, patch, norm_pix)` when the caller has it already."""
+    if target is None:
+        target = reconstruction_target(x, patch, norm_pix)
     errors = (pred.float() - target).pow(2).mean(-1)
     return split_means(errors, masked)[1]
 
@@ -331,12 +341,15 @@ class SupMAMObjective(PretrainObjective):
         masked = keep_mask(ids_keep, grid[0] * grid[1])
 
         latent = self.encode_visible(x, ids_keep)
+        self.record_health(std_encoder=feature_std(latent[:, 1:]))        # rows: the visible patch tokens
         decoded = self.decoder(latent, ids_keep, grid)
         terms: dict[str, torch.Tensor] = {}
         if self.config.target == "pixels":
             assert self.pixel_head is not None
-            main = reconstruction_loss(self.pixel_head(decoded), x, masked, self.patch_size,
-                                       self.config.norm_pix_loss)
+            pixels = self.pixel_head(decoded)
+            target = reconstruction_target(x, self.patch_size, self.config.norm_pix_loss)
+            main = reconstruction_loss(pixels, x, masked, self.patch_size, target=target)
+            self.record_health(recon_vs_mean=recon_vs_mean(pixels, target, masked[..., None]))
             terms["recon"] = main
         else:
             assert self.target_head is not None
@@ -367,4 +380,4 @@ class SupMAMObjective(PretrainObjective):
 
 
 __all__ = ["ClsConfig", "RandomPatchMasking", "SupMAMConfig", "SupMAMObjective", "VARIANTS", "classification_loss",
-           "reconstruction_loss", "split_means", "target_errors"]
+           "reconstruction_loss", "reconstruction_target", "split_means", "target_errors"]

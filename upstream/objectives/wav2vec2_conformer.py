@@ -29,6 +29,7 @@ from ..contrastive import contrastive_logits, contrastive_loss, gather_steps, sa
 from ..encoders import ConformerConfig, ConformerEncoder
 from ..errors import AsitError
 from ..frontend import FrontendConfig
+from ..health import feature_std
 from ..quantizer import GumbelProductQuantizer, gumbel_temperature
 from ..schedules import TrainingProgress
 from ..span_mask import SpanMaskConfig, span_mask
@@ -124,7 +125,9 @@ class Wav2Vec2ConformerObjective(PretrainObjective):
         latent = self.encoder.feature_norm(raw)
         unmasked = latent                                                  # targets: before masking, never after
         masked = torch.where(mask[..., None], self.mask_embedding.to(latent.dtype), latent)
-        context = self.final_proj(self.encoder.context(masked)[-1])       # [B, S, final]
+        encoded = self.encoder.context(masked)[-1]                         # [B, S, D]: the exported encoder's output
+        context = self.final_proj(encoded)                                 # [B, S, final]
+        self.record_health(std_encoder=feature_std(encoded))               # rows: every step of the batch
 
         terms: dict[str, torch.Tensor] = {}
         if self.quantizer is not None:

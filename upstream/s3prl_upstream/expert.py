@@ -132,14 +132,16 @@ class UpstreamExpert(nn.Module):
         return self.runtime.forward_features(feats, self.layers)
 
     def pad_to_rule(self, wave: torch.Tensor, samples_16k: int) -> torch.Tensor:
-        """Zero-pad the end by one window minus one hop when the clip would otherwise get fewer steps than
-        run_downstream's round(T / rate) (a long window over few frames per step, e.g. the conformer's 64 ms over
-        4 x 20 ms); then round(T / rate) <= steps <= ceil(T / rate) holds. ViT frontends never need it."""
+        """Zero-pad the end when the clip would otherwise get fewer steps than run_downstream's round(T / rate):
+        by one window minus one hop (a long window over few frames per step, e.g. the conformer's 64 ms over
+        4 x 20 ms), then by single hops while still short (one-frame steps: the fbank_stats floor); then
+        round(T / rate) <= steps <= ceil(T / rate) holds. ViT frontends never need it."""
         cfg = self.runtime.frontend.config
-        steps = -(-cfg.num_frames(int(wave.shape[-1])) // self.runtime.frames_per_column)
-        if steps >= round(samples_16k / self.rate):
-            return wave
-        return nn.functional.pad(wave, (0, cfg.window_samples - cfg.hop_samples))
+        wanted = round(samples_16k / self.rate)
+        pad = 0
+        while -(-cfg.num_frames(int(wave.shape[-1]) + pad) // self.runtime.frames_per_column) < wanted:
+            pad = cfg.window_samples - cfg.hop_samples if pad == 0 else pad + cfg.hop_samples
+        return nn.functional.pad(wave, (0, pad)) if pad else wave
 
     def forward(self, wavs: Sequence[torch.Tensor]) -> dict[str, Any]:
         out = self.encode(wavs)
