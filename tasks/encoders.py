@@ -39,7 +39,7 @@ def load_backbone(spec: EncoderSpec, *, seed: int = 0, sample_rate: int | None =
     if drop_path is not None:
         config = dataclasses.replace(config, drop_path_rate=float(drop_path))
     if spec.init != "pretrained":
-        encoder = initialised(build_encoder(config) if spec.init == "scratch" else loaded.encoder, spec.init, seed)
+        encoder = initialised(loaded.encoder, spec.init, seed, config)
     elif config != loaded.encoder.config:
         encoder = build_encoder(config)
         encoder.load_state_dict(loaded.encoder.state_dict(), strict=True)

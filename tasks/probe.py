@@ -333,7 +333,7 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
         return np.concatenate([parts[n][layer] for n in names])
 
     train, valid, test = data.train, data.valid, data.test
-    labelled_y = data.targets(train + valid) if valid else data.targets(train)
+    labelled_y = data.targets(train + valid)
     features = {layer: np.concatenate([role("train", layer), role("valid", layer)]) for layer in embedder.layers}
     multilabel, num_classes = data.multilabel, data.num_classes
     layer, hyper, info = select(features, labelled_y, train, len(valid), multilabel, num_classes, recipe, seed)

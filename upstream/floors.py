@@ -4,6 +4,8 @@ random-init twin (same architecture and frontend, weights drawn from a seed: the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .encoders import AudioEncoder, FbankStatsConfig, build_encoder
@@ -13,8 +15,9 @@ INITS = ("pretrained", "scratch", "fbank_stats")
 FLOOR_INITS = ("scratch", "fbank_stats")
 
 
-def initialised(encoder: AudioEncoder, init: str, seed: int = 0) -> AudioEncoder:
-    """`encoder` itself, its seeded re-initialisation, or the fbank_stats floor with its number of mel bins.
+def initialised(encoder: AudioEncoder, init: str, seed: int = 0, config: Any = None) -> AudioEncoder:
+    """`encoder` itself, its seeded re-initialisation (of `config`, default the encoder's own: e.g. with another
+    drop-path rate), or the fbank_stats floor with its number of mel bins.
 
     The global torch RNG is left as it was, so drawing a twin never shifts a caller's random stream."""
     if init not in INITS:
@@ -26,6 +29,6 @@ def initialised(encoder: AudioEncoder, init: str, seed: int = 0) -> AudioEncoder
     state = torch.get_rng_state()
     try:
         torch.manual_seed(seed)
-        return build_encoder(encoder.config).eval()
+        return build_encoder(config if config is not None else encoder.config).eval()
     finally:
         torch.set_rng_state(state)

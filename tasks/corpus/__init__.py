@@ -28,7 +28,7 @@ from typing import Any, Callable
 from upstream.errors import AsitError
 
 from . import audioset, esc50, speechcommands, synth, unlabeled, voxceleb1
-from .writer import ClipWriter, swap_into_place, tree_hash
+from .writer import ClipWriter, read_json_manifest, swap_into_place, tree_hash
 
 CORPUS_VERSION = 2
 MANIFEST = "corpus.json"
@@ -67,11 +67,7 @@ DATASET_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CorpusPaths) if f
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
     """The parsed corpus.json of `out_dir`, or None when there is none (or it is unreadable)."""
-    try:
-        manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return read_json_manifest(Path(out_dir) / MANIFEST)
 
 
 def is_up_to_date(out_dir: Path, seed: int = 0) -> bool:

@@ -21,11 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threads rendering clips (default: 2 × CPU cores, at most 8); does not change output")
 
 
-def run(args: argparse.Namespace) -> int:
+def check_seed_and_workers(args: argparse.Namespace) -> None:
+    """The generators' shared options (corpus, dev sets), refused before any work."""
     if args.seed < 0:
         raise AsitError(f"--seed must be >= 0, got {args.seed}")
     if args.workers is not None and args.workers < 1:
         raise AsitError(f"--workers must be >= 1, got {args.workers}")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_seed_and_workers(args)
     reused = not args.force and is_up_to_date(args.out, args.seed)
     start = time.perf_counter()
     paths = generate_corpus(args.out, args.seed, force=args.force, workers=args.workers)

@@ -8,12 +8,13 @@ audio exists), then hand each clip's render function to a `ClipWriter`. A render
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import soundfile as sf
@@ -105,3 +106,12 @@ def tree_hash(root: Path, skip: str) -> str:
         total.update(rel.encode("utf-8") + b"\0")
         total.update(hashlib.sha256(files[rel].read_bytes()).digest())
     return total.hexdigest()
+
+
+def read_json_manifest(path: Path) -> dict[str, Any] | None:
+    """A generated set's manifest (corpus.json, devsets.json) as a dict, or None when absent or unreadable."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None

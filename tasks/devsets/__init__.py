@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import soundfile as sf
 
-from tasks.corpus.writer import ClipWriter, swap_into_place, tree_hash
+from tasks.corpus.writer import ClipWriter, read_json_manifest, swap_into_place, tree_hash
 from upstream.errors import AsitError
 
 from . import esc, speechcommands, voxceleb
@@ -54,11 +54,7 @@ class DevsetPaths:
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return read_json_manifest(Path(out_dir) / MANIFEST)
 
 
 def catalog_sha256(catalog: Catalog) -> str:

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from upstream.errors import AsitError
+from tasks.corpus.command import check_seed_and_workers
 
 from . import build_devsets, is_up_to_date, load_catalog, read_manifest
 from .sources import default_sources_dir
@@ -28,10 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.seed < 0:
-        raise AsitError(f"--seed must be >= 0, got {args.seed}")
-    if args.workers is not None and args.workers < 1:
-        raise AsitError(f"--workers must be >= 1, got {args.workers}")
+    check_seed_and_workers(args)
     reused = not args.force and is_up_to_date(args.out, args.seed, load_catalog(args.catalog))
     start = time.perf_counter()
     paths = build_devsets(args.out, args.seed, sources=args.sources, catalog=args.catalog, force=args.force,

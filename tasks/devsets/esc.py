@@ -73,23 +73,13 @@ class EscClip:
 
 def resolve_sources(config: EscConfig, packages: dict[str, Package]) -> dict[str, list[EscSource]]:
     """Each class's recordings. The same bytes found twice count once; in two classes they are an error."""
+    files = src.unique_files(((cls.name, cls.files) for cls in config.classes), packages, "classes")
     by_class: dict[str, list[EscSource]] = {}
-    owner: dict[str, str] = {}          # content hash -> class
     used_ids: set[str] = set()
     for cls in config.classes:
-        found: list[EscSource] = []
-        for package_name, patterns in cls.files.patterns.items():
-            package = packages[package_name]
-            for path in package.glob(patterns, cls.files.exclude):
-                digest = src.file_sha256(path)
-                if digest in owner:
-                    if owner[digest] != cls.name:
-                        raise AsitError(f"{path} (or identical bytes) matches both classes {owner[digest]} and "
-                                        f"{cls.name}: fix the patterns in the catalog")
-                    continue
-                owner[digest] = cls.name
-                found.append(EscSource(package_name, path, path.relative_to(package.root).as_posix(),
-                                       _src_id(digest, used_ids), _seconds(path)))
+        found = [EscSource(package_name, path, path.relative_to(packages[package_name].root).as_posix(),
+                           _src_id(digest, used_ids), _seconds(path))
+                 for package_name, path, digest in files[cls.name]]
         if len(found) < config.folds:
             raise AsitError(f"ESC class {cls.name} has {len(found)} source file(s) in "
                             f"{', '.join(cls.files.packages)}; it needs at least {config.folds} (one per fold)")

@@ -29,6 +29,8 @@ import torchaudio
 
 from upstream.errors import AsitError
 
+from .catalog import FileSet
+
 STAMP = ".devsets-package.json"
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".ogg", ".oga", ".opus", ".flac", ".g722", ".gsm")
 SETUP_HINT = "scripts/setup_devsets.sh"
@@ -263,3 +265,25 @@ def source_rate(path: Path) -> int:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def unique_files(owners: Iterable[tuple[str, FileSet]], packages: dict[str, Package], kind: str
+                 ) -> dict[str, list[tuple[str, Path, str]]]:
+    """Each owner's (package, path, content SHA-256) matches of its file set. The same bytes found twice count once;
+    under two owners (`kind`: "classes", "speakers") they are an error naming the file."""
+    owner_of: dict[str, str] = {}          # content hash -> owner
+    found: dict[str, list[tuple[str, Path, str]]] = {}
+    for name, files in owners:
+        mine: list[tuple[str, Path, str]] = []
+        for package_name, patterns in files.patterns.items():
+            for path in packages[package_name].glob(patterns, files.exclude):
+                digest = file_sha256(path)
+                if digest in owner_of:
+                    if owner_of[digest] != name:
+                        raise AsitError(f"{path} (or identical bytes) matches both {kind} {owner_of[digest]} and "
+                                        f"{name}: fix the patterns in the catalog")
+                    continue
+                owner_of[digest] = name
+                mine.append((package_name, path, digest))
+        found[name] = mine
+    return found

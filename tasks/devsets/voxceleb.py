@@ -58,21 +58,11 @@ class Utterance:
 
 def resolve_items(config: VoxConfig, packages: dict[str, Package]) -> dict[str, list[Item]]:
     """Each speaker's recordings; identical bytes count once, and may not belong to two speakers."""
-    owner: dict[str, str] = {}
+    files = src.unique_files(((s.name, s.files) for s in config.speakers), packages, "speakers")
     found: dict[str, list[Item]] = {}
     for speaker in config.speakers:
-        items: list[Item] = []
-        for package_name, patterns in speaker.files.patterns.items():
-            package = packages[package_name]
-            for path in package.glob(patterns, speaker.files.exclude):
-                digest = src.file_sha256(path)
-                if digest in owner:
-                    if owner[digest] != speaker.name:
-                        raise AsitError(f"{path} (or identical bytes) belongs to speakers {owner[digest]} and "
-                                        f"{speaker.name}: fix the patterns in the catalog")
-                    continue
-                owner[digest] = speaker.name
-                items.append(Item(package_name, path, path.relative_to(package.root).as_posix()))
+        items = [Item(package_name, path, path.relative_to(packages[package_name].root).as_posix())
+                 for package_name, path, _ in files[speaker.name]]
         if not items:
             raise AsitError(f"VoxCeleb speaker {speaker.name} matches no file in {', '.join(speaker.files.packages)}")
         found[speaker.name] = items
