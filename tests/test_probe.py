@@ -195,3 +195,12 @@ def test_classes_missing_from_training_get_zero_scores() -> None:
     scores = fit_and_predict(x, y, x[:5], 1.0, False, 4, recipe, 0)
     assert scores.shape == (5, 4) and np.all(scores[:, 2:] == 0)
     np.testing.assert_allclose(scores.sum(1), 1.0)
+
+
+def test_bad_selection_settings_are_one_line_errors_naming_the_key() -> None:
+    with pytest.raises(AsitError, match="recipe cv_folds must be at least 2, got 1"):
+        load_recipe("esc50", "probe", overrides={"cv_folds": 1})
+    with pytest.raises(AsitError, match="recipe layer must be an integer or 'best', got 'worst'"):
+        load_recipe("esc50", "probe", overrides={"layer": "worst"})
+    with pytest.raises(AsitError, match=r"recipe pooling must be one of .*mean\+std"):
+        load_recipe("esc50", "probe", overrides={"pooling": "median"})
