@@ -38,14 +38,29 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _time_tag(path: Path) -> str:
+    return path.stem.split("_", 1)[1]
+
+
 def training_run(expdir: Path) -> tuple[dict[str, Any], Path]:
-    """(args, config file) of the first `-m train` invocation in `expdir` (s3prl names files by start time)."""
-    for args_file in sorted(expdir.glob("args_*.yaml")):
+    """(args, config file) of the first `-m train` invocation in `expdir`.
+
+    s3prl names both files by a time tag that it reads twice (`args_<t1>.yaml`, then `config_<t2>.yaml`), so the two
+    tags differ when the writes straddle a second: a run's config is the first one at or after its args and before
+    the next invocation's args.
+    """
+    args_files = sorted(expdir.glob("args_*.yaml"), key=_time_tag)
+    configs = sorted(expdir.glob("config_*.yaml"), key=_time_tag)
+    for index, args_file in enumerate(args_files):
         args = _read_yaml(args_file)
         if args.get("mode") == "train":
-            config = expdir / args_file.name.replace("args_", "config_", 1)
-            if not config.is_file():
-                raise AsitError(f"{expdir}: {args_file.name} has no matching {config.name}")
+            start = _time_tag(args_file)
+            end = _time_tag(args_files[index + 1]) if index + 1 < len(args_files) else None
+            config = next((c for c in configs if start <= _time_tag(c) and (end is None or _time_tag(c) < end)),
+                          None)
+            if config is None:
+                raise AsitError(f"{expdir}: {args_file.name} has no matching config_{start}.yaml (nor a later one "
+                                "before the next run)")
             return args, config
     raise AsitError(f"{expdir} holds no s3prl training run (args_*.yaml with mode: train); is it a -p folder of "
                     "`asit s3prl -- -m train`?")

@@ -16,13 +16,14 @@ from upstream.errors import AsitError
 
 
 def s3prl_expdir(root: Path, downstream: str = "voxceleb1", trainable: bool = False, evaluated: bool = True,
-                 checkpoint: str = "/ckpt/enc.pt", selection: str = "hidden_states") -> Path:
+                 checkpoint: str = "/ckpt/enc.pt", selection: str = "hidden_states",
+                 config_tag: str = "2026-01-01-10-00-00") -> Path:
     """The files `run_downstream.py -m train` then `-m evaluate` leave in `-p` (args/config per run, log.log)."""
     root.mkdir(parents=True)
     base = {"downstream": downstream, "upstream": "asit_local", "upstream_ckpt": checkpoint, "seed": 1337,
             "upstream_trainable": trainable, "upstream_feature_selection": selection}
     (root / "args_2026-01-01-10-00-00.yaml").write_text(yaml.safe_dump({**base, "mode": "train"}))
-    (root / "config_2026-01-01-10-00-00.yaml").write_text(yaml.safe_dump({"runner": {"total_steps": 200000}}))
+    (root / f"config_{config_tag}.yaml").write_text(yaml.safe_dump({"runner": {"total_steps": 200000}}))
     lines = ["train at step 100: 0.5", "dev at step 100: 0.4", "New best on dev at step 100: 0.4"]
     if evaluated:
         (root / "args_2026-01-01-11-00-00.yaml").write_text(yaml.safe_dump({**base, "mode": "evaluate"}))
@@ -56,6 +57,17 @@ def test_an_evaluated_run_becomes_one_row_tagged_with_protocol_and_mode(tmp_path
     assert ingest_s3prl_runs([last], EncoderSpec("enc", str(checkpoint)), store) == (1, 0)
     modes = set(long_table(store.successes())["mode"])
     assert {m for m in modes if m.startswith("s3prl-frozen · recipe ")} and len(modes) == 3
+
+
+def test_a_config_written_a_second_after_its_args_belongs_to_that_run(tmp_path: Path) -> None:
+    # run_downstream.py calls get_time_tag() once per file: args_..-59 and config_..+1 s happen (seen in CI)
+    expdir = s3prl_expdir(tmp_path / "sid", config_tag="2026-01-01-10-00-01")
+    cell, result, _ = s3prl_cell(expdir, EncoderSpec("enc", "x.pt"))
+    assert result.extra["total_steps"] == 200000 and result.extra["s3prl_config"].endswith("10-00-01.yaml")
+    # the evaluate run's config (11-00-00) is never taken for the training run's
+    (expdir / "config_2026-01-01-10-00-01.yaml").unlink()
+    with pytest.raises(AsitError, match="args_2026-01-01-10-00-00.yaml has no matching config"):
+        s3prl_cell(expdir, EncoderSpec("enc", "x.pt"))
 
 
 def test_unusable_folders_are_named(tmp_path: Path) -> None:
