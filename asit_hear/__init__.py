@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from .model import HEAR_SAMPLE_RATE, AsitHearModel, AudioInputError, HearOptions, build_model, check_audio
+from .model import (CHANNELS_LAST_MAX, HEAR_SAMPLE_RATE, AsitHearModel, AudioInputError, HearOptions, build_model,
+                    check_audio)
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "AsitHearModel", "HearOptions",
-           "AudioInputError", "check_audio", "HEAR_SAMPLE_RATE"]
+           "AudioInputError", "check_audio", "CHANNELS_LAST_MAX", "HEAR_SAMPLE_RATE"]
 
 
 def load_model(model_file_path: str = "", **options: object) -> AsitHearModel:
@@ -34,12 +35,14 @@ def _checked(model: object) -> AsitHearModel:
 
 def get_scene_embeddings(audio: torch.Tensor, model: AsitHearModel) -> torch.Tensor:
     """HEAR scene embeddings: audio [n_sounds, n_samples] (16 kHz, float) -> float32 [n_sounds,
-    model.scene_embedding_size] on the audio's device."""
+    model.scene_embedding_size] on the audio's device. Audio that is not finite mono [n_sounds, n_samples] raises
+    `AudioInputError` (a ValueError); channels-last audio such as a [48000, 2] stereo array is refused by the rule
+    of `check_audio` (n_samples <= 8 and more sounds than samples)."""
     return _checked(model).scene_embeddings(audio)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: AsitHearModel) -> tuple[torch.Tensor, torch.Tensor]:
     """HEAR timestamp embeddings: audio [n_sounds, n_samples] -> (float32 [n_sounds, n_timestamps,
     model.timestamp_embedding_size], timestamps [n_sounds, n_timestamps] in ms, the centre of each embedding's
-    160 ms patch column, every `model.timestamp_hop_ms` ms)."""
+    160 ms patch column, every `model.timestamp_hop_ms` ms). Audio is checked as by `get_scene_embeddings`."""
     return _checked(model).timestamp_embeddings(audio)

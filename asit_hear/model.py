@@ -35,6 +35,9 @@ class AudioInputError(ValueError, AsitError):
 
 
 DEFAULT_TIMESTAMP_HOP_MS = 40
+# Audio [n_sounds, n_samples] with n_samples <= this and more sounds than samples is refused as channels-last audio
+# ([n_samples, channels]: mono 1, stereo 2, … 7.1 surround 8) rather than read as n_sounds clips of <= 0.5 ms.
+CHANNELS_LAST_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,12 @@ class AsitHearModel(nn.Module):
 
 
 def check_audio(audio: object) -> torch.Tensor:
-    """HEAR input contract: a float tensor [n_sounds, n_samples] of finite mono audio; AudioInputError otherwise."""
+    """HEAR input contract: a float tensor [n_sounds, n_samples] of finite mono audio; AudioInputError otherwise.
+
+    Channels-last audio is refused by one rule: `n_samples <= CHANNELS_LAST_MAX` (8) and `n_sounds > n_samples`,
+    e.g. a [48000, 2] stereo array, which would otherwise be read as 48000 sounds of 2 samples (0.125 ms each, far
+    shorter than one 25 ms fbank window). A batch of at most as many sounds as samples ([1, 2], [4, 8]) is not
+    judged by it."""
     if not isinstance(audio, torch.Tensor):
         raise AudioInputError(f"audio must be a torch.Tensor [n_sounds, n_samples], got {type(audio).__name__}")
     shape = tuple(audio.shape)
@@ -175,11 +183,16 @@ def check_audio(audio: object) -> torch.Tensor:
         raise AudioInputError(f"audio holds no sounds (shape {shape})")
     if shape[1] == 0:
         raise AudioInputError(f"audio holds sounds of 0 samples (shape {shape})")
-    finite = torch.isfinite(audio).all(dim=1)
+    if shape[1] <= CHANNELS_LAST_MAX and shape[0] > shape[1]:
+        raise AudioInputError(f"audio has shape {shape}: that looks like channels-last audio [n_samples, channels]; "
+                              "HEAR takes mono audio [n_sounds, n_samples] at 16 kHz: mix down and add the sound "
+                              "axis first (e.g. audio.mean(dim=1)[None])")
+    finite = torch.isfinite(audio.to(torch.float32)).all(dim=1)     # float64 beyond ±3.4e38 would become Inf
     if not bool(finite.all()):
         bad = torch.nonzero(~finite).flatten().tolist()
         shown = ", ".join(map(str, bad[:5])) + (", …" if len(bad) > 5 else "")
-        raise AudioInputError(f"audio holds NaN or infinite samples in sound(s) {shown} of {shape[0]}")
+        raise AudioInputError(f"audio holds NaN or infinite samples (or values beyond the float32 range) in "
+                              f"sound(s) {shown} of {shape[0]}")
     return audio
 
 

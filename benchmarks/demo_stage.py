@@ -93,7 +93,9 @@ def stage_leaderboard(ctx: Any, runner: Runner | None = None) -> None:
                                        "long_csv": str(files.long_csv), "latex": str(files.latex),
                                        "png": str(files.png), "results": str(suite.results)}
     ctx.report["leaderboard_cells"] = {"planned": report.planned, "skipped": report.skipped,
-                                       "ran": len(report.succeeded), "failed": len(report.failed)}
+                                       "ran": len(report.succeeded),
+                                       "already_in_store": len(report.already_in_store),
+                                       "failed": len(report.failed)}
     ctx.log("leaderboard (mean ± std over seeds × folds, %):\n" + files.text)
     ctx.log(f"leaderboard written to {files.markdown} (+ .csv, .tex, .png)")
     if report.failed:

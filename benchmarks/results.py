@@ -32,6 +32,7 @@ import pandas as pd
 from tasks.api import TaskCell, TaskResult
 from upstream.errors import AsitError
 from upstream.hashing import file_sha256
+from upstream.identity import encoder_identity
 
 STORE_VERSION = 1
 STATUS_OK = "ok"
@@ -61,12 +62,27 @@ def cell_config(cell: TaskCell) -> dict[str, Any]:
     return asdict(cell)
 
 
+def checkpoint_identity(path: str | Path) -> str:
+    """What a checkpoint's rows and cell keys are keyed by (`checkpoint_sha256`): the weights + config identity of
+    its teacher encoder (upstream.identity.encoder_identity), not its file's bytes, so `asit export` of a run's
+    `last.ckpt` and the run's own `encoder.pt` are one encoder. Floors (init scratch / fbank_stats) stay apart by
+    `cell_key`'s init and seed.
+
+    A file that exists but does not load as an encoder (a placeholder, a format this version cannot read) is keyed
+    by its bytes (`file_sha256`), as every checkpoint was before; its cells then fail when they load it, with the
+    loader's error. A missing file raises AsitError naming it."""
+    try:
+        return encoder_identity(path)
+    except AsitError:
+        return file_sha256(path)
+
+
 def cell_key(cell: TaskCell, checkpoint_sha256: str, recipe_digest: str = "") -> str:
-    """Identity of a cell for resuming: encoder name, init and checkpoint content, task, mode, protocol, seed, fold,
-    and what the cell computes: the digest of its resolved recipe when there is one (so editing a recipe file's
-    defaults reruns the cells it changes, while naming the same recipe another way, or moving its file, does not),
-    else the recipe name and overrides as given. Paths are left out on purpose: moving a checkpoint or a dataset
-    does not invalidate results."""
+    """Identity of a cell for resuming: encoder name, init and checkpoint identity (`checkpoint_identity`: weights +
+    config, whatever file holds them), task, mode, protocol, seed, fold, and what the cell computes: the digest of
+    its resolved recipe when there is one (so editing a recipe file's defaults reruns the cells it changes, while
+    naming the same recipe another way, or moving its file, does not), else the recipe name and overrides as given.
+    Paths are left out on purpose: moving a checkpoint or a dataset does not invalidate results."""
     identity = {
         "encoder": cell.encoder.name, "init": cell.encoder.init, "checkpoint_sha256": checkpoint_sha256,
         "task": cell.task, "mode": cell.mode, "protocol": cell.protocol, "seed": cell.seed, "fold": cell.fold,
@@ -85,12 +101,26 @@ def settings_digest(settings: dict[str, Any], content: bytes = b"") -> str:
     return hashlib.sha256(canonical + b"\0" + content).hexdigest()[:16]
 
 
+def _file_sha256_or_empty(path: str) -> str:
+    try:
+        return file_sha256(path) if path else ""
+    except AsitError:
+        return ""
+
+
 def make_row(cell: TaskCell, key: str, checkpoint_sha256: str, *, result: TaskResult | None = None,
              error: str | None = None, duration_s: float = 0.0, suite: str = "",
-             pretraining: str = "", recipe_digest: str = "") -> dict[str, Any]:
-    """One store row for a finished cell (`result`) or a failed one (`error`)."""
+             pretraining: str = "", recipe_digest: str = "",
+             checkpoint_file_sha256: str | None = None) -> dict[str, Any]:
+    """One store row for a finished cell (`result`) or a failed one (`error`).
+
+    `checkpoint_sha256` keeps its historical field name but holds the checkpoint's weights + config identity
+    (`checkpoint_identity`); `checkpoint_file_sha256` is the SHA-256 of the file's bytes, for provenance (default:
+    hashed here, memoised; "" when the file cannot be read)."""
     if (result is None) == (error is None):
         raise ValueError("a row has either a result or an error")
+    if checkpoint_file_sha256 is None:
+        checkpoint_file_sha256 = _file_sha256_or_empty(cell.encoder.path)
     return {
         "store_version": STORE_VERSION,
         "key": key,
@@ -100,6 +130,7 @@ def make_row(cell: TaskCell, key: str, checkpoint_sha256: str, *, result: TaskRe
         "init": cell.encoder.init,
         "checkpoint": cell.encoder.path,
         "checkpoint_sha256": checkpoint_sha256,
+        "checkpoint_file_sha256": checkpoint_file_sha256,
         "pretraining": pretraining,
         "task": cell.task,
         "mode": cell.mode,
@@ -254,5 +285,5 @@ def _finished_keys(rows: Iterable[dict[str, Any]]) -> set[str]:
     return {row["key"] for row in rows if row.get("status") == STATUS_OK}
 
 
-__all__ = ["ResultsStore", "STATUS_OK", "STATUS_FAILED", "cell_key", "cell_config", "file_sha256", "git_commit",
-           "make_row"]
+__all__ = ["ResultsStore", "STATUS_OK", "STATUS_FAILED", "cell_key", "cell_config", "checkpoint_identity",
+           "file_sha256", "git_commit", "make_row"]

@@ -22,7 +22,7 @@ from tasks.task_data import PROTOCOLS
 from upstream.errors import AsitError
 from upstream.s3prl_upstream.results import last_value
 
-from .results import ResultsStore, cell_key, file_sha256, make_row, settings_digest
+from .results import ResultsStore, cell_key, checkpoint_identity, make_row, settings_digest
 
 # s3prl downstream -> our task (its protocol is PROTOCOLS[task])
 DOWNSTREAM_TASKS = {"speech_commands": "speechcommands_v1", "voxceleb1": "voxceleb1"}
@@ -105,8 +105,9 @@ def _optional(expdir: Path, split: str) -> float | None:
 
 def s3prl_rows(expdirs: Sequence[str | Path], encoder: EncoderSpec, *, pretraining: str = "") -> list[dict[str, Any]]:
     """Store rows of evaluated s3prl experiment folders, every folder checked before any row is returned;
-    `encoder.path` is the upstream checkpoint (its content hash goes into each row)."""
-    sha = file_sha256(encoder.path)
+    `encoder.path` is the upstream checkpoint (its weights + config identity, upstream.identity, goes into each row as
+    `checkpoint_sha256`)."""
+    sha = checkpoint_identity(encoder.path)
     return [make_row(cell, cell_key(cell, sha, digest), sha, result=result, suite="s3prl", pretraining=pretraining,
                      recipe_digest=digest)
             for cell, result, digest in (s3prl_cell(expdir, encoder) for expdir in expdirs)]

@@ -40,7 +40,7 @@ from upstream.config import deep_merge, load_yaml, parse_overrides
 from upstream.errors import AsitError
 from upstream.floors import INITS
 
-from .results import STATUS_OK, ResultsStore, cell_key, file_sha256, make_row
+from .results import STATUS_OK, ResultsStore, cell_key, checkpoint_identity, make_row
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_RUNNER = "tasks.run:run_task"
@@ -126,8 +126,13 @@ def load_suite(name_or_path: str | Path, sets: Sequence[str] = (), *, results: s
                work_dir: str | Path | None = None) -> Suite:
     """Read a suite file and apply `key=value` overrides (`data.esc50=/data/ESC-50-master`, `seeds=[0,1,2]`)."""
     path = resolve_suite_path(name_or_path)
-    raw = deep_merge(load_yaml(path), parse_overrides(list(sets)))
+    raw = deep_merge(read_suite_file(path), parse_overrides(list(sets)))
     return parse_suite(raw, str(path), results=results, work_dir=work_dir)
+
+
+def read_suite_file(path: Path) -> dict[str, Any]:
+    """The suite file's mapping (one line naming the file when it is not UTF-8 YAML text holding one)."""
+    return load_yaml(path, "suite file")
 
 
 def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str | Path | None = None,
@@ -275,7 +280,7 @@ def plan_suite(suite: Suite, *, check_data: bool = True) -> list[PlannedCell]:
     hashes = {}
     for encoder in suite.encoders:
         try:
-            hashes[encoder.spec.path] = file_sha256(encoder.spec.path)
+            hashes[encoder.spec.path] = checkpoint_identity(encoder.spec.path)
         except AsitError as exc:
             raise AsitError(f"suite {suite.source}: encoders.{encoder.spec.name}.path: checkpoint {exc}") from None
     cells = []
@@ -315,6 +320,9 @@ class SuiteReport:
     planned: int
     skipped: int                                      # already in the store before this run
     succeeded: list[str] = field(default_factory=list)
+    # ran here, but the store refused the row: another run (a second `asit bench` on the same store) finished the
+    # cell first, between this run's check and its append; its row is the one kept
+    already_in_store: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)   # (cell label, error's first line)
     summary: pd.DataFrame | None = None
     keys: list[str] = field(default_factory=list)    # every planned cell's key (this suite's rows in the store)
@@ -357,8 +365,9 @@ def run_suite(suite: Suite, *, runner: Runner | None = None, store: ResultsStore
                 report.skipped += 1
                 continue
             row = run_cell(planned, runner, suite.work_dir, suite=suite.name)
-            store.append(row)
-            if row["status"] == STATUS_OK:
+            if not store.append(row):                     # a success for a key another run finished meanwhile
+                report.already_in_store.append(planned.key)
+            elif row["status"] == STATUS_OK:
                 report.succeeded.append(planned.key)
             else:
                 report.failed.append((planned.label, row["error"].splitlines()[0]))
@@ -408,8 +417,10 @@ def summarize(store: ResultsStore, keys: Sequence[str]) -> pd.DataFrame:
 
 
 def format_report(report: SuiteReport) -> str:
+    raced = (f"{len(report.already_in_store)} already in the store (another run finished it first), "
+             if report.already_in_store else "")
     lines = [f"suite {report.suite}: {report.planned} cells — {report.skipped} skipped (already done), "
-             f"{len(report.succeeded)} ran, {len(report.failed)} failed; results in {report.store}"]
+             f"{len(report.succeeded)} ran, {raced}{len(report.failed)} failed; results in {report.store}"]
     if report.summary is not None and len(report.summary):
         shown = report.summary.assign(result=[_mean_std(m, s, n) for m, s, n in zip(
             report.summary["mean"], report.summary["std"], report.summary["n"])])

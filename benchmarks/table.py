@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from tasks.api import TASKS
-from upstream.atomic import atomic_write_text
+from upstream.atomic import atomic_write, atomic_write_text
 from upstream.errors import AsitError
 
 from .results import ResultsStore
@@ -314,9 +314,11 @@ def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as handle:
+            fig.savefig(handle, dpi=150, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -364,10 +366,21 @@ def legend(long: pd.DataFrame, *, failed: int = 0, resamples: int = RESAMPLES) -
     return text
 
 
+def output_folder(out_dir: str | Path) -> Path:
+    """`out_dir`, created if needed; one line naming it when it cannot be (a file there, a read-only parent)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise AsitError(f"output folder {out} is a file; give a folder to write the tables into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AsitError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    return out
+
+
 def write_tables(long: pd.DataFrame, out_dir: str | Path, *, title: str = "Leaderboard",
                  failed: int = 0, resamples: int = RESAMPLES) -> LeaderboardFiles:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     wide = wide_table(long)
     text = to_markdown(wide)
     legend_text = legend(long, failed=failed, resamples=resamples)
@@ -506,8 +519,7 @@ def write_comparison(results: Sequence[str | Path], out_dir: str | Path, a: str,
         raise AsitError(f"no successful results in {', '.join(map(str, results))}")
     table, notes = compare(rows, a, b, task=task, mode=mode, resamples=resamples, seed=seed)
     text = comparison_markdown(table, notes, resamples)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     stem = f"compare_{_file_part(a)}_vs_{_file_part(b)}"
     files = ComparisonFiles(csv=out / f"{stem}.csv", markdown=out / f"{stem}.md", table=table, text=text)
     atomic_write_text(files.csv, table.to_csv(index=False))
@@ -517,5 +529,5 @@ def write_comparison(results: Sequence[str | Path], out_dir: str | Path, a: str,
 
 __all__ = ["COMPARE_COLUMNS", "ComparisonFiles", "FLOOR_FBANK", "FLOOR_RANDOM", "LeaderboardFiles", "PRETRAINED",
            "REFERENCE_FILE", "aggregate", "compare", "comparison_markdown", "format_cell", "label_rows", "legend",
-           "load_reference", "load_results", "long_table", "plot", "store_files", "to_latex", "to_markdown",
-           "wide_table", "write_comparison", "write_leaderboard", "write_tables"]
+           "load_reference", "load_results", "long_table", "output_folder", "plot", "store_files", "to_latex",
+           "to_markdown", "wide_table", "write_comparison", "write_leaderboard", "write_tables"]

@@ -1,10 +1,14 @@
 """On-disk cache of frozen-encoder embeddings, so a second probe on the same checkpoint runs no encoder forward.
 
-An entry is keyed by the SHA-256 of everything that determines the embeddings: the checkpoint file's content hash
-(plus init and seed for re-initialised "scratch" encoders), the frontend configuration, the runtime options (layer,
-pooling, chunk length, precision), the task, the part (split or fold) and a digest of its example list (path,
-segment, file size and modification time, so regenerated audio is never served stale). Entries are `.npz` files
-written atomically (temporary file + rename) with a JSON sidecar saying what the key was made of.
+An entry is keyed by the SHA-256 of everything that determines the embeddings: the encoder's identity (component
+`checkpoint_sha256`, the historical name: since cache version 2 the weights + config identity of
+upstream.identity.encoder_identity, not the file's bytes, so an export of a run's `last.ckpt` and the run's own
+`encoder.pt` share entries), plus init and seed for re-initialised "scratch" encoders, the frontend configuration, the
+runtime options (layer, pooling, chunk length, precision), the task, the part (split or fold) and a digest of its
+example list (path, segment, file size and modification time, so regenerated audio is never served stale). Entries
+are `.npz` files written atomically (temporary file + rename) with a JSON sidecar saying what the key was made of.
+Only finite embeddings are stored (the probe refuses others); an entry holding NaN or Inf (written by an older
+version) is treated as absent and recomputed.
 
 Location: `cache_dir` of the probe recipe, else `$ASIT_CACHE_DIR/embeddings`, else `~/.cache/asit-hear/embeddings`.
 """
@@ -24,7 +28,7 @@ from upstream.atomic import atomic_write
 
 from .datasets import Example
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2          # 2: the encoder is keyed by its weights + config identity
 
 
 def default_cache_dir() -> Path:
@@ -57,7 +61,7 @@ class EmbeddingCache:
         return self.root / key[:2] / f"{key}.npz"
 
     def load(self, key: str, rows: int) -> np.ndarray | None:
-        """The cached [rows, D] array, or None (absent, unreadable or of another length: recomputed)."""
+        """The cached [rows, D] array, or None (absent, unreadable, of another length or not finite: recomputed)."""
         path = self.path(key)
         if not path.is_file():
             self.misses += 1
@@ -67,7 +71,8 @@ class EmbeddingCache:
                 embeddings = data["embeddings"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             embeddings = None
-        if embeddings is None or embeddings.ndim != 2 or embeddings.shape[0] != rows:
+        if (embeddings is None or embeddings.ndim != 2 or embeddings.shape[0] != rows
+                or not bool(np.isfinite(embeddings).all())):
             self.misses += 1
             return None
         self.hits += 1

@@ -48,7 +48,9 @@ from upstream.encoders import AudioEncoder
 from upstream.errors import AsitError
 from upstream.frontend import Frontend, FrontendConfig, pad_or_crop
 from upstream.runtime import check_pooling, pool_scene, scene_dim, step_vectors
+from upstream.resume import check_checkpoint_fits
 from upstream.teachers import TeacherConfig, load_teacher
+from upstream.workers import worker_errors
 
 from .api import EncoderSpec, TaskResult
 from .datasets import Example
@@ -103,17 +105,18 @@ class ClipDataset(Dataset):
         if self.train:
             spare = feats.shape[0] - self.frames
             offset = int(torch.randint(0, spare + 1, ()).item()) if spare > 0 and self.random_crop else 0
-            return pad_or_crop(feats, self.frames, offset), self.targets[i], i
-        return eval_chunks(feats, self.frames), self.targets[i], i
+            return pad_or_crop(feats, self.frames, offset, self.frontend.config.pad_value), self.targets[i], i
+        return eval_chunks(feats, self.frames, self.frontend.config.pad_value), self.targets[i], i
 
 
-def eval_chunks(feats: torch.Tensor, frames: int) -> torch.Tensor:
+def eval_chunks(feats: torch.Tensor, frames: int, fill: float = 0.0) -> torch.Tensor:
     """[n, frames, F] chunks covering a whole clip: consecutive, the last one ending at the clip's end (overlapping
-    its neighbour) so that no chunk is mostly padding; only a clip shorter than one chunk is padded."""
+    its neighbour) so that no chunk is mostly padding; only a clip shorter than one chunk is padded (with `fill`, the
+    frontend's pad value: the normalised mean, or silence for official ASiT checkpoints)."""
     total = feats.shape[0]
     count = max(1, math.ceil(total / frames))
     starts = [c * frames for c in range(count - 1)] + [max(0, total - frames)]
-    return torch.stack([pad_or_crop(feats, frames, start) for start in starts])
+    return torch.stack([pad_or_crop(feats, frames, start, fill) for start in starts])
 
 
 def collate_train(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> dict[str, torch.Tensor]:
@@ -372,6 +375,20 @@ def _prepare_work_dir(work_dir: Path, recipe: FinetuneRecipe, cell_identity: dic
     return None
 
 
+def checkpoint_callbacks(folder: Path, validate: bool) -> list[ModelCheckpoint]:
+    """`last.ckpt` after every epoch, whatever else is kept (an interrupted run resumes from it), and, when selecting
+    on validation, `best.ckpt` (first in the list: `trainer.test(ckpt_path="best")` reads the first checkpoint
+    callback). Two callbacks, because one ModelCheckpoint writes `last` only at epochs where its top-k one saved:
+    with `save_top_k=0` (select: last) or a validation score that did not improve, nothing at all."""
+    last = ModelCheckpoint(dirpath=folder, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, monitor=None,
+                           save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    if not validate:
+        return [last]
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="valid/metric", mode="max", save_top_k=1,
+                           enable_version_counter=False)
+    return [best, last]
+
+
 def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, seed: int,
                  work_dir: Path) -> TaskResult:
     """Finetune `encoder` on `data.train` (selecting on `data.valid` if the recipe says so), report on `data.test`."""
@@ -407,22 +424,24 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
     validate = recipe.select == "best_valid"
     resume = _prepare_work_dir(work_dir, given, {"task": data.task, "encoder": encoder.path, "init": encoder.init,
                                                   "seed": seed, "parts": data.roles})
-    # last.ckpt (for resuming an interrupted run) and, when selecting on validation, best.ckpt
-    checkpoint = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="best",
-                                 monitor="valid/metric" if validate else None, mode="max",
-                                 save_top_k=1 if validate else 0, save_last=True, enable_version_counter=False)
     trainer = L.Trainer(max_epochs=recipe.epochs, accelerator=recipe.accelerator, devices=recipe.devices,
-                        precision=recipe.precision, callbacks=[checkpoint],
+                        precision=recipe.precision, callbacks=checkpoint_callbacks(work_dir / "checkpoints", validate),
                         logger=CSVLogger(work_dir, name="logs"), default_root_dir=work_dir,
                         gradient_clip_val=recipe.clip_grad or None, num_sanity_val_steps=0,
                         log_every_n_steps=recipe.log_every_n_steps, enable_progress_bar=False,
                         enable_model_summary=False)
-    with warnings.catch_warnings():       # a validation_step without validation data is this recipe's choice
+    if resume is not None:                    # one line naming the file, before any worker or process starts
+        try:
+            check_checkpoint_fits(resume, module, "interrupted run's checkpoint")
+        except AsitError as exc:
+            raise AsitError(f"{exc}; delete {work_dir} (or choose another work folder) to start afresh") from None
+    with warnings.catch_warnings(), worker_errors():   # worker_errors: a corrupt clip's own one-line error
+        # a validation_step without validation data is this recipe's choice
         warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`")
         trainer.fit(module, train_loader, eval_loader(data.valid) if validate else None,
                     ckpt_path=str(resume) if resume else None)
-    history = list(module.valid_history)          # before test loads best.ckpt (and its shorter history)
-    trainer.test(module, eval_loader(data.test), ckpt_path="best" if validate else None, verbose=False)
+        history = list(module.valid_history)          # before test loads best.ckpt (and its shorter history)
+        trainer.test(module, eval_loader(data.test), ckpt_path="best" if validate else None, verbose=False)
     test = module.results["test"]
     metrics = test["metrics"]
     metric = data.metric

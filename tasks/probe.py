@@ -6,8 +6,11 @@ mean+max, mean+std, or the CLS token of encoders that have one). `layer: best` e
 and lets the selection below pick one. The frontend is the checkpoint's own (the statistics the encoder was
 pretrained with): a frozen encoder has never seen inputs normalised otherwise, so the probe measures the
 representation, not a mismatch (finetuning, which adapts the encoder, uses the task statistics of Table I instead).
-Embeddings are cached per part (split or ESC-50 fold) and layer — see tasks/embedding_cache.py — and encoder forwards
-are counted by a hook on the encoder's stem, so a repeated probe can prove it ran none.
+Embeddings are cached per part (split or ESC-50 fold) and layer — see tasks/embedding_cache.py; the encoder is
+identified by its weights + config (upstream.identity), so an export of a run's `last.ckpt` shares the run's own
+`encoder.pt` entries — and encoder forwards are counted by a hook on the encoder's stem, so a repeated probe can prove
+it ran none. Every computed embedding is checked to be finite before it is cached or reaches scikit-learn: a clip whose
+embedding holds NaN or Inf stops the probe with an AsitError naming the clip's file and the layer.
 
 Classifier. `logistic`: scikit-learn LogisticRegression on standardised embeddings (one-vs-rest for multi-label);
 `mlp`: one hidden layer (ReLU, dropout) trained with Adam. Selection: the layer and C (or the number of MLP epochs)
@@ -33,8 +36,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from upstream.errors import AsitError
-from upstream.hashing import file_sha256
 from upstream.encoders import AudioEncoder
+from upstream.identity import encoder_identity
 from upstream.runtime import EncoderRuntime, resolve_layers
 
 from .api import EncoderSpec, TaskResult
@@ -93,7 +96,8 @@ class Embedder:
         self.layers = candidate_layers(recipe.layer, backbone.encoder.depth)
         chunk = recipe.chunk_frames or backbone.encoder.trained_frames
         self._identity = {
-            "checkpoint_sha256": file_sha256(encoder.path), "which": "teacher", "init": encoder.init,
+            # the weights + config identity (upstream.identity), under the key's historical name
+            "checkpoint_sha256": encoder_identity(encoder.path), "which": "teacher", "init": encoder.init,
             "init_seed": seed if encoder.init == "scratch" else None,
             "frontend": dataclasses.asdict(backbone.frontend),
             "runtime": {"pooling": recipe.pooling, "columns": recipe.columns, "padding": recipe.padding,
@@ -125,10 +129,14 @@ class Embedder:
         loader = DataLoader(_Waves(examples, runtime.sample_rate), batch_size=self.recipe.batch_clips,
                             num_workers=self.recipe.num_workers, collate_fn=list)
         out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+        first = 0
         for waves in loader:
             result = runtime([w.to(self.device) for w in waves], layers=list(layers))
             for layer in layers:
-                out[layer].append(result.scene(layer, self.recipe.pooling).float().cpu().numpy())
+                scene = result.scene(layer, self.recipe.pooling).float().cpu().numpy()
+                check_finite(scene, examples[first:first + len(waves)], layer)
+                out[layer].append(scene)
+            first += len(waves)
         return {layer: np.concatenate(parts) for layer, parts in out.items()}
 
     def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> dict[int, np.ndarray]:
@@ -150,6 +158,28 @@ class Embedder:
     def close(self) -> None:
         if self.counter is not None:
             self.counter.close()
+
+
+def describe_clip(example: Example) -> str:
+    """The clip's file, with its segment when it is one (silence crops of a background-noise file)."""
+    if not example.start_s and example.duration_s is None:
+        return str(example.path)
+    end = "end" if example.duration_s is None else f"{example.start_s + example.duration_s:g} s"
+    return f"{example.path} (segment {example.start_s:g} s to {end})"
+
+
+def check_finite(embeddings: np.ndarray, examples: Sequence[Example], layer: int) -> None:
+    """Refuse a batch of scene embeddings (row i = examples[i]) holding NaN or Inf, naming the first such clip: it
+    would otherwise be cached and reach scikit-learn as an anonymous "Input X contains NaN"."""
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if not len(bad):
+        return
+    row = int(bad[0])
+    values = int((~np.isfinite(embeddings[row])).sum())
+    others = f"; {len(bad) - 1} other clip(s) of its batch too" if len(bad) > 1 else ""
+    raise AsitError(f"the layer {layer} embedding of {describe_clip(examples[row])} holds NaN or Inf ({values} of "
+                    f"{embeddings.shape[1]} values{others}), so its part is not cached; check that clip's audio and "
+                    "the encoder's weights (e.g. a diverged checkpoint)")
 
 
 def candidate_layers(layer: int | str, depth: int) -> list[int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from upstream.atomic import atomic_write_text
 from upstream.errors import AsitError
+from upstream.workers import worker_errors
 
 from .api import MODES, TASKS, TaskCell, TaskResult
 from .recipes import FinetuneRecipe, ProbeRecipe, load_recipe
@@ -27,13 +28,14 @@ def run_task(cell: TaskCell, work_dir: Path) -> TaskResult:
     recipe = load_recipe(cell.task, cell.mode, cell.recipe, cell.overrides)
     data = load_task_data(cell.task, cell.data_root, fold=cell.fold, protocol=cell.protocol,
                           options=recipe.dataset)
-    if isinstance(recipe, FinetuneRecipe):
-        from .finetune import run_finetune   # imports Lightning only when finetuning
-        result = run_finetune(data, cell.encoder, recipe, cell.seed, Path(work_dir))
-    else:
-        assert isinstance(recipe, ProbeRecipe)
-        from .probe import run_probe
-        result = run_probe(data, cell.encoder, recipe, cell.seed, Path(work_dir))
+    with worker_errors():    # an unreadable clip met in a DataLoader worker: the reader's one-line error
+        if isinstance(recipe, FinetuneRecipe):
+            from .finetune import run_finetune   # imports Lightning only when finetuning
+            result = run_finetune(data, cell.encoder, recipe, cell.seed, Path(work_dir))
+        else:
+            assert isinstance(recipe, ProbeRecipe)
+            from .probe import run_probe
+            result = run_probe(data, cell.encoder, recipe, cell.seed, Path(work_dir))
     result.extra.update(protocol=data.protocol, fold=cell.fold, seed=cell.seed,
                         recipe=str(cell.recipe) or f"{cell.task}_{cell.mode}")
     write_result(Path(work_dir) / "result.json", result)

@@ -149,6 +149,11 @@ def test_clip_dataset_crops_pads_and_chunks(tone_folder: Path) -> None:
     assert one.shape == (1, 4096, 128) and torch.all(one[0, train.features(0).shape[0]:] == 0)  # padded (mean 0)
     short = ClipDataset(examples, targets, cfg, 4096, train=True)[0][0]
     assert short.shape == (4096, 128) and torch.all(short[-100:] == 0)
+    silence = FrontendConfig(pad_with="silence").with_stats("esc50")     # an official ASiT checkpoint's rule
+    assert silence.pad_value == pytest.approx((-15.9424 + 6.627) / (2 * 5.358), abs=1e-4)   # log(eps), ESC stats
+    for loud in (ClipDataset(examples, targets, silence, 4096, train=False)[0][0][0],
+                 ClipDataset(examples, targets, silence, 4096, train=True)[0][0]):
+        assert torch.all(loud[-100:] == silence.pad_value)
     assert ClipDataset(examples, targets, cfg, 64, train=True, random_crop=False)[0][0].equal(train.features(0)[:64])
 
 

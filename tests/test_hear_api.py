@@ -187,8 +187,12 @@ def test_nan_audio_names_the_sound() -> None:
     audio = torch.zeros(4, 8000)
     audio[2, 10] = float("nan")
     audio[3, 0] = float("inf")
-    with pytest.raises(AudioInputError, match=r"NaN or infinite samples in sound\(s\) 2, 3 of 4"):
+    with pytest.raises(AudioInputError, match=r"NaN or infinite samples .* in sound\(s\) 2, 3 of 4"):
         asit_hear.check_audio(audio)
+    loud = torch.zeros(2, 8000, dtype=torch.float64)
+    loud[1, 5] = 1e39                                    # finite in float64, Inf once cast to HEAR's float32
+    with pytest.raises(AudioInputError, match=r"beyond the float32 range\) in sound\(s\) 1 of 2"):
+        asit_hear.check_audio(loud)
 
 
 def test_checkpoint_problems_are_one_line_errors(tmp_path, tiny_encoder_file) -> None:
@@ -238,7 +242,8 @@ def test_official_asit_checkpoint_runs_at_16k_with_its_32k_frontend(tmp_path) ->
     model = asit_hear.load_model(str(path))
     assert model.sample_rate == 16000 and model.runtime.sample_rate == 32000
     audio = noise(2, 1.0, seed=10)
-    expected = EncoderRuntime(encoder, FrontendConfig(sample_rate=32000))(list(resample(audio, 16000, 32000)), [-1])
+    expected = EncoderRuntime(encoder, FrontendConfig(sample_rate=32000, pad_with="silence"))(
+        list(resample(audio, 16000, 32000)), [-1])
     torch.testing.assert_close(asit_hear.get_scene_embeddings(audio, model), expected.mean_pooled(),
                                rtol=1e-5, atol=1e-5)
     at16 = asit_hear.load_model(str(path), frontend_sample_rate=16000)

@@ -20,6 +20,7 @@ import torchaudio
 
 from upstream.errors import AsitError
 from upstream.s3prl_upstream import compat
+from upstream.tensorboard_shim import TENSORBOARD_NO_TF
 
 
 class NotAllowListed:
@@ -35,7 +36,7 @@ def shims() -> Iterator[None]:
         (collections, "Mapping"), (collections, "MutableMapping"), (torchaudio, "set_audio_backend"),
         (torchaudio, "sox_effects"), (huggingface_hub, "HfFolder"), (huggingface_hub, "Repository")]
         if hasattr(obj, name)}
-    saved_modules = {name: sys.modules.get(name) for name in (compat.SOX_EFFECTS_MODULE, compat.TENSORBOARD_NO_TF)}
+    saved_modules = {name: sys.modules.get(name) for name in (compat.SOX_EFFECTS_MODULE, TENSORBOARD_NO_TF)}
     saved_safe = list(torch.serialization.get_safe_globals())
     saved_installed = list(compat._installed)
     compat._installed.clear()

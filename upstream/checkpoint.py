@@ -42,6 +42,11 @@ class LoadedEncoder:
 def read_checkpoint(path: str | Path) -> Any:
     """torch.load with weights_only=True, failing with a one-line error that names the file."""
     path = Path(path)
+    if path.is_dir():
+        inside = ", ".join(sorted(p.name for p in path.glob("*.pt"))[:3] + sorted(
+            str(p.relative_to(path)) for p in path.glob("checkpoints/*.ckpt"))[:3])
+        raise AsitError(f"checkpoint {path} is a directory, not a file"
+                        + (f" (it holds {inside})" if inside else ""))
     if not path.is_file():
         raise AsitError(f"checkpoint {path} does not exist")
     try:
@@ -96,7 +101,8 @@ def load_encoder(path: str | Path, *, which: str = "teacher", sample_rate: int |
     elif "teacher" in data or "student" in data:
         loaded = _from_official(path, data, which)
     elif any(isinstance(k, str) and k.endswith("patch_embed.proj.weight") for k in data):
-        loaded = _from_state_dict(path, data, "state_dict", FrontendConfig(sample_rate=OFFICIAL_SAMPLE_RATE))
+        loaded = _from_state_dict(path, data, "state_dict",
+                                  FrontendConfig(sample_rate=OFFICIAL_SAMPLE_RATE, pad_with="silence"))
     else:
         keys = ", ".join(list(map(str, data))[:6])
         raise AsitError(f"checkpoint {path} is not an encoder export, a Lightning pretraining checkpoint or an "
@@ -178,8 +184,10 @@ def strip_backbone_prefixes(state: Mapping[str, Any]) -> dict[str, torch.Tensor]
     return out
 
 
-def infer_encoder_config(state: Mapping[str, torch.Tensor], num_mel_bins: int = 128) -> EncoderConfig:
-    """Rebuild the ViT geometry from tensor shapes (heads = dim / 64, as in every ViT-S/B)."""
+def infer_encoder_config(state: Mapping[str, torch.Tensor], num_mel_bins: int = 128,
+                         trained_frames: int | None = None) -> EncoderConfig:
+    """Rebuild the ViT geometry from tensor shapes (heads = dim / 64, as in every ViT-S/B), given the fbank's mel bins
+    and, when known, the frames it was pretrained on; refuses a positional table that does not fit them."""
     try:
         proj = state["patch_embed.proj.weight"]
         pos = state["pos_embed"]
@@ -187,8 +195,15 @@ def infer_encoder_config(state: Mapping[str, torch.Tensor], num_mel_bins: int = 
         raise AsitError(f"state dict has no {exc.args[0]}: not a ViT backbone") from None
     dim, patch = int(proj.shape[0]), int(proj.shape[-1])
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    positions = int(pos.shape[1]) - 1
     freq_patches = num_mel_bins // patch
-    time_patches = (int(pos.shape[1]) - 1) // freq_patches
+    if num_mel_bins % patch or positions % max(freq_patches, 1):
+        raise AsitError(f"pos_embed holds {positions} patch positions, which is no whole number of time rows of "
+                        f"{num_mel_bins} mel bins / patch {patch}")
+    time_patches = positions // freq_patches
+    if trained_frames is not None and time_patches * patch != trained_frames:
+        raise AsitError(f"pos_embed holds {positions} patch positions = {time_patches * patch} frames x "
+                        f"{num_mel_bins} mel bins, not the {trained_frames} x {num_mel_bins} of its args")
     mlp_ratio = float(state["blocks.0.mlp.fc1.weight"].shape[0]) / dim if "blocks.0.mlp.fc1.weight" in state else 4.0
     size = next((name for name, (d, _, _) in VIT_SIZES.items() if d == dim), "base")
     return EncoderConfig(size=size, embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), patch_size=patch,
@@ -196,24 +211,45 @@ def infer_encoder_config(state: Mapping[str, torch.Tensor], num_mel_bins: int = 
                          drop_path_rate=0.0)
 
 
+def _official_int(path: Path, args: argparse.Namespace | None, name: str) -> int | None:
+    value = getattr(args, name, None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise AsitError(f"checkpoint {path}: args.{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def _from_official(path: Path, data: Mapping[str, Any], which: str) -> LoadedEncoder:
+    """An official `main_ASiT.py` checkpoint with the input pipeline its `args` describe: fbank at 32 kHz (its
+    data_transformations.SAMPLE_RATE, whatever the paper says), `args.num_mel_bins` x `args.num_frames`,
+    `args.data_mean` / `args.data_std`, clips zero-padded as waveforms (so padded frames are silence)."""
     if which not in data:
         raise AsitError(f"checkpoint {path} has no '{which}' entry (it has {', '.join(map(str, data))})")
     meta: dict[str, Any] = {"which": which, "epoch": data.get("epoch")}
     args = data.get("args")
-    if isinstance(args, argparse.Namespace):
+    args = args if isinstance(args, argparse.Namespace) else None
+    if args is not None:
         meta["args"] = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-    frontend = FrontendConfig(sample_rate=OFFICIAL_SAMPLE_RATE)
-    if isinstance(args, argparse.Namespace) and hasattr(args, "data_mean") and hasattr(args, "data_std"):
-        frontend = dataclasses.replace(frontend, stats="custom", mean=float(args.data_mean),
-                                       std=float(args.data_std))
-    return _from_state_dict(path, data[which], "official", frontend, meta)
+    mel_bins = _official_int(path, args, "num_mel_bins") or 128
+    frames = _official_int(path, args, "num_frames")
+    try:
+        frontend = FrontendConfig(sample_rate=OFFICIAL_SAMPLE_RATE, num_mel_bins=mel_bins, pad_with="silence",
+                                  **({"stats": "custom", "mean": float(args.data_mean), "std": float(args.data_std)}
+                                     if args is not None and hasattr(args, "data_mean") and hasattr(args, "data_std")
+                                     else {}))
+    except (AsitError, TypeError, ValueError) as exc:
+        raise AsitError(f"checkpoint {path}: its args give no usable fbank statistics ({exc})") from None
+    return _from_state_dict(path, data[which], "official", frontend, meta, trained_frames=frames)
 
 
 def _from_state_dict(path: Path, state: Mapping[str, Any], source: str, frontend: FrontendConfig,
-                     meta: dict[str, Any] | None = None) -> LoadedEncoder:
+                     meta: dict[str, Any] | None = None, trained_frames: int | None = None) -> LoadedEncoder:
     backbone = strip_backbone_prefixes(state)
-    config = infer_encoder_config(backbone)
+    try:
+        config = infer_encoder_config(backbone, frontend.num_mel_bins, trained_frames)
+    except AsitError as exc:
+        raise AsitError(f"checkpoint {path}: {exc}") from None
     encoder = AudioViT(config)
     _load_strict(path, encoder, backbone)
     return LoadedEncoder(encoder, frontend, source, meta or {})
@@ -227,6 +263,10 @@ def _load_strict(path: Path, encoder: torch.nn.Module, state: Mapping[str, torch
               for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or shapes:
         raise AsitError(_mismatch_message(path, missing, unexpected, shapes))
+    broken = [k for k in sorted(state) if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if broken:
+        raise AsitError(f"checkpoint {path} holds NaN or Inf in {', '.join(broken[:5])}"
+                        + (f", … ({len(broken)} tensors in all)" if len(broken) > 5 else ""))
     encoder.load_state_dict(state, strict=True)
 
 

@@ -10,6 +10,7 @@ import sys
 from typing import Sequence
 
 from .errors import AsitError
+from .tensorboard_shim import tensorboard_without_tensorflow
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,7 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse `type` for counts and rates: an integer of at least 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status. Output piped into a reader that stops early (`| head`) ends the
+    command quietly with status 1, the way the Python documentation's note on SIGPIPE does it."""
+    try:
+        try:
+            status = _main(argv)
+        except SystemExit:                  # argparse's --help and usage errors: their output is flushed too
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away: send what is still buffered to /dev/null so the interpreter's own flush at exit
+        # cannot raise again, and exit without a traceback
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):   # a stdout without a file descriptor (tests' capture)
+            pass
+        return 1
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -56,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = argv[0]
     module_name, help_text = COMMANDS[name]
     parser = argparse.ArgumentParser(prog=f"asit {name}", description=help_text)
+    tensorboard_without_tensorflow()
     try:
         module = importlib.import_module(module_name)
         module.add_arguments(parser)

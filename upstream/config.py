@@ -151,18 +151,29 @@ def load_config_file(name_or_path: str | Path, kind: str) -> dict[str, Any]:
     return load_inheriting(name_or_path, lambda name: resolve_config_path(name, kind))
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
+def load_yaml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file's top-level mapping; one line naming the file (`what` says which kind) when it cannot be read,
+    is not UTF-8 text (a binary file given by mistake), is not valid YAML or holds no mapping."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise AsitError(f"config file {path} does not exist") from None
+        raise AsitError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise AsitError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AsitError(f"{what} {path} is not a YAML text file (byte {exc.start} is not UTF-8: a binary file?)"
+                        ) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise AsitError(f"config file {path} is not valid YAML: {exc}") from None
-    if data is None:
+        raise AsitError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if raw is None:
         return {}
-    if not isinstance(data, dict):
-        raise AsitError(f"config file {path} must hold a mapping at top level")
-    return data
+    if not isinstance(raw, dict):
+        raise AsitError(f"{what} {path} must hold a mapping at top level, not {type(raw).__name__}")
+    return raw
 
 
 __all__ = ["from_dict", "to_dict", "parse_overrides", "deep_merge", "resolve_config_path", "load_yaml",

@@ -6,6 +6,7 @@ evaluation is the classic silent bug of this field, so there is deliberately no 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,11 @@ DATASET_STATS: dict[str, tuple[float, float]] = {
     "speechcommands_v1": (-6.702, 5.448),
     "voxceleb1": (-6.370, 3.074),
 }
+# What padded frames hold (`FrontendConfig.pad_with`): the normalised dataset mean (0, how this project's pretraining
+# pads crops) or digital silence (the fbank of a zero-padded waveform, how official ASiT pads clips shorter than 6 s).
+PAD_WITH = ("mean", "silence")
+# Kaldi's fbank floors mel energies at float32 epsilon before the log, so silence is log(eps) in every bin
+SILENCE_LOG_MEL = math.log(torch.finfo(torch.float32).eps)
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class FrontendConfig:
 
     `std_scale` = 2 follows the official ASiT/AST code, which divides by 2·std so inputs sit roughly in [-1, 1].
     `sample_rate` is the rate the fbank is computed at (the paper: 16 kHz; official ASiT code: 32 kHz).
+    `pad_with` is what the checkpoint's own pretraining pipeline put in padded frames, so that evaluation pads the
+    same way: `mean` (0 after normalisation; this project) or `silence` (official ASiT zero-pads the waveform).
     """
 
     sample_rate: int = 16000
@@ -44,8 +52,17 @@ class FrontendConfig:
     mean: float | None = None   # None: taken from DATASET_STATS[stats]
     std: float | None = None
     std_scale: float = 2.0
+    pad_with: str = "mean"
 
     def __post_init__(self) -> None:
+        if self.pad_with not in PAD_WITH:
+            raise AsitError(f"frontend.pad_with must be one of {', '.join(PAD_WITH)}, got {self.pad_with!r}")
+        if not self.sample_rate > 0:
+            raise AsitError(f"frontend.sample_rate must be a positive number of Hz, got {self.sample_rate}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise AsitError(f"frontend.{name} must be a finite number, got {value}")
         if self.stats == "estimate" and (self.mean is None or self.std is None):
             return  # resolved from the training data by `asit pretrain` (estimate_stats) before any use
         if self.mean is None or self.std is None:
@@ -59,7 +76,7 @@ class FrontendConfig:
             mean, std = DATASET_STATS[self.stats]
             object.__setattr__(self, "mean", mean if self.mean is None else self.mean)
             object.__setattr__(self, "std", std if self.std is None else self.std)
-        if self.std <= 0:  # type: ignore[operator]
+        if not self.std > 0:  # type: ignore[operator]
             raise AsitError(f"frontend.std must be positive, got {self.std}")
 
     @property
@@ -93,6 +110,17 @@ class FrontendConfig:
         """Frames the fbank yields for a waveform of this many samples (after padding to one window)."""
         n = max(num_samples, self.window_samples)
         return 1 + (n - self.window_samples) // self.hop_samples
+
+    def samples_for(self, frames: int) -> int:
+        """The shortest waveform that yields `frames` fbank frames."""
+        return self.window_samples + (max(frames, 1) - 1) * self.hop_samples
+
+    @property
+    def pad_value(self) -> float:
+        """The normalised value of a padded frame (every bin): 0 for `mean`, normalised log(eps) for `silence`."""
+        if self.pad_with == "mean":
+            return 0.0
+        return (SILENCE_LOG_MEL - self.mean) / (self.std * self.std_scale)  # type: ignore[operator]
 
 
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
@@ -141,11 +169,20 @@ class Frontend:
         The waveform's mean is removed first and clips shorter than one window are zero-padded to one window,
         as the official ASiT/AST code does, so even 10 ms of audio yields a frame.
         """
-        cfg = self.config
+        return self._kaldi(self._centred(wave))
+
+    def _centred(self, wave: torch.Tensor) -> torch.Tensor:
+        """float32 waveform without its mean; refuses what is not finite in float32 (float64 audio beyond ±3.4e38
+        would silently become Inf in the cast)."""
         if wave.ndim != 1:
             raise AsitError(f"fbank expects a mono waveform [samples], got shape {tuple(wave.shape)}")
         wave = wave.to(torch.float32)
-        wave = wave - wave.mean() if wave.numel() else wave
+        if not bool(torch.isfinite(wave).all()):
+            raise AsitError("the waveform holds values that are not finite in float32 (NaN, Inf or beyond ±3.4e38)")
+        return wave - wave.mean() if wave.numel() else wave
+
+    def _kaldi(self, wave: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
         if wave.numel() < cfg.window_samples:
             wave = torch.nn.functional.pad(wave, (0, cfg.window_samples - wave.numel()))
         return torchaudio.compliance.kaldi.fbank(
@@ -161,8 +198,26 @@ class Frontend:
         """Mono waveform at `config.sample_rate` -> normalised fbank [frames, mel]."""
         return self.normalise(self.fbank(wave))
 
+    def padded(self, wave: torch.Tensor, frames: int) -> torch.Tensor:
+        """Normalised fbank of a mono waveform, padded at the end to at least `frames` frames the way the encoder's
+        pretraining padded: `silence` zero-pads the (mean-removed) waveform before the fbank, so the frames that
+        straddle the clip's end hold its last samples, as in the official ASiT pipeline; `mean` pads with 0."""
+        if self.config.pad_with == "silence":
+            wave = self._centred(wave)
+            missing = self.config.samples_for(frames) - wave.numel()
+            if missing > 0:
+                wave = torch.nn.functional.pad(wave, (0, missing))
+            return self.normalise(self._kaldi(wave))
+        fbank = self(wave)
+        return pad_or_crop(fbank, max(frames, fbank.shape[0]))
+
     def from_file(self, path: str | Path) -> torch.Tensor:
-        return self(self.load(path))
+        try:
+            return self(self.load(path))
+        except AsitError as exc:
+            if str(path) in str(exc):
+                raise
+            raise AsitError(f"audio file {path}: {exc}") from None
 
 
 STATS_MAX_FILES = 500   # clips `estimate_stats` samples
@@ -189,11 +244,11 @@ def estimate_stats(files: list[Path], config: FrontendConfig, max_files: int = S
     return mean, std
 
 
-def pad_or_crop(features: torch.Tensor, frames: int, offset: int = 0) -> torch.Tensor:
-    """[T, ...] -> [frames, ...]: crop starting at `offset`, or pad the end with zeros (for fbank [T, F] the
-    dataset mean after normalisation), the padding every consumer of the frontend uses; also crops waveforms [S]."""
+def pad_or_crop(features: torch.Tensor, frames: int, offset: int = 0, value: float = 0.0) -> torch.Tensor:
+    """[T, ...] -> [frames, ...]: crop starting at `offset`, or pad the end with `value` (for a normalised fbank
+    [T, F]: `FrontendConfig.pad_value`, 0 = the dataset mean); also crops waveforms [S]."""
     cropped = features[offset:offset + frames]
     missing = frames - cropped.shape[0]
     if missing > 0:
-        cropped = torch.nn.functional.pad(cropped, (0, 0) * (cropped.ndim - 1) + (0, missing))
+        cropped = torch.nn.functional.pad(cropped, (0, 0) * (cropped.ndim - 1) + (0, missing), value=value)
     return cropped

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -18,14 +20,17 @@ from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 
 from .checkpoint import save_encoder
 from .errors import AsitError
+from .tensorboard_shim import tensorboard_without_tensorflow
 from .frontend import STATS_MAX_FILES, estimate_stats
 from .health import read_metrics, run_report  # noqa: F401 (read_metrics re-exported)
 from .objectives import build_objective
 from .pretrain_config import (DataConfig, OptimConfig, PretrainConfig, TrainerConfig,  # noqa: F401 (re-exported)
                              load_pretrain_config, load_pretrain_config_dict, parse_max_time)
 from .pretrain_data import PretrainDataModule, check_data_needs, list_clips
+from .resume import check_checkpoint_fits
 from .rng import collect_rng_states, restore_rng_states
 from .schedules import TrainingProgress, cosine
+from .workers import worker_errors
 
 BUDGET_MARGIN = 0.9   # share of the time left that the time budget's step estimate plans to use
 
@@ -255,6 +260,7 @@ def build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: list[C
     callbacks.append(ProgressReport(tcfg.progress_every_s))
     callbacks.extend(extra_callbacks or [])
     # every (re)start logs to a new logs/version_N so a resume never overwrites earlier metrics
+    tensorboard_without_tensorflow()          # event files without importing TensorFlow (upstream.tensorboard_shim)
     loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
     return L.Trainer(
         max_epochs=tcfg.max_epochs, max_steps=tcfg.max_steps, max_time=parse_max_time(tcfg.max_time),
@@ -277,6 +283,64 @@ def resolve_resume(run_dir: Path, resume: str | None) -> str | None:
     return resume
 
 
+# what a run leaves in its folder (besides what others add): an earlier run is recognised by, and --overwrite removes
+RUN_MARKERS = ("checkpoints", "encoder.pt", "config.yaml")
+RUN_OUTPUTS = (*RUN_MARKERS, "summary.json", "logs", "tensorboard")
+
+
+def earlier_run(run_dir: Path) -> list[str]:
+    """The marks of an earlier run in `run_dir` (a non-empty checkpoints/, encoder.pt, config.yaml); [] if none."""
+    found = []
+    for name in RUN_MARKERS:
+        path = run_dir / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            found.append(name + ("/" if path.is_dir() else ""))
+    return found
+
+
+# set by launchers to a process's place in a multi-process job (Lightning's DDP launcher re-runs the command with
+# LOCAL_RANK=1.. ; torchrun sets RANK, SLURM SLURM_PROCID, multi-node Lightning NODE_RANK)
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def first_process() -> bool:
+    """Whether this is the job's first process (or the only one): the one that checks and clears the run folder.
+    The others start after it or beside it, and find the folder that it has just begun to fill."""
+    for name in RANK_VARIABLES:
+        try:
+            if int(os.environ.get(name, "0") or 0) != 0:
+                return False
+        except ValueError:
+            continue
+    return True
+
+
+def check_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None:
+    """A new run (no --resume) refuses a folder that holds an earlier run unless --overwrite says to replace it:
+    checked before any data is read or model built, by the job's first process only."""
+    if resume not in (None, "") and overwrite:
+        raise AsitError("--resume and --overwrite contradict each other: --resume continues the run in run_dir, "
+                        "--overwrite replaces it")
+    if resume in (None, "") and not overwrite and first_process():
+        found = earlier_run(run_dir)
+        if found:
+            raise AsitError(f"run folder {run_dir} already holds an earlier run ({', '.join(found)}); pass "
+                            "--resume auto to continue it or --overwrite to train from scratch and replace it")
+
+
+def remove_earlier_run(run_dir: Path) -> None:
+    """--overwrite: the earlier run's checkpoints, export, config, summary and logs go (nothing else in the folder),
+    so the new run neither resumes from nor mixes its metrics with them. Only the job's first process deletes."""
+    if not first_process():
+        return
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def resolve_frontend_stats(config: PretrainConfig) -> PretrainConfig:
     """`frontend.stats: estimate` -> mean/std of the training data's fbank, stored in config.yaml and the export."""
     frontend = config.frontend
@@ -290,22 +354,31 @@ def resolve_frontend_stats(config: PretrainConfig) -> PretrainConfig:
 
 
 def run_pretraining(config: PretrainConfig, resume: str | None = None,
-                    extra_callbacks: list[Callback] | None = None, report: bool = False) -> Path:
+                    extra_callbacks: list[Callback] | None = None, report: bool = False,
+                    overwrite: bool = False) -> Path:
     """Train, checkpoint every epoch (`checkpoints/last.ckpt` resumes exactly) and export `encoder.pt`; `report`:
-    print the loss and health summary (first -> last epoch) at the end."""
+    print the loss and health summary (first -> last epoch) at the end. A folder holding an earlier run is refused
+    unless `resume` continues it or `overwrite` replaces it (that run's outputs are deleted)."""
     run_dir = Path(config.run_dir)
+    check_run_dir(run_dir, resume, overwrite)              # before any data is read or model built
+    ckpt_path = resolve_resume(run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_frontend_stats(config)
+    if overwrite:
+        remove_earlier_run(run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = PretrainModule(config)
+    if ckpt_path is not None:
+        check_checkpoint_fits(ckpt_path, module, "--resume checkpoint")   # one line, before any process starts
     needs = module.objective.data_needs()
     check_data_needs(config.data, needs, str(config.objective.get("name")))
     data = PretrainDataModule(config.data, config.frontend, config.seed, module.objective.view_transform(), needs)
     data.setup()  # fail on a bad data.source before any process is launched
     trainer = build_trainer(config, run_dir, extra_callbacks)
     started = time.time()
-    trainer.fit(module, datamodule=data, ckpt_path=resolve_resume(run_dir, resume))
+    with worker_errors():      # a corrupt clip read in a DataLoader worker: its own one-line error
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
                    "schedule_steps": module.schedule_steps(), "budget_steps": module.budget_steps,

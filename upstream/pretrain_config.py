@@ -13,6 +13,7 @@ from .config import deep_merge, from_dict, load_config_file, parse_overrides
 from .encoders import EncoderConfig, encoder_config_from_dict
 from .errors import AsitError
 from .frontend import FrontendConfig
+from .workers import resolve_num_workers
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 CROP_MODES = ("random", "loop", "none")
@@ -32,7 +33,7 @@ class DataConfig:
     label_csv: str = ""         # class_labels_indices.csv (default: beside the manifest or in a metadata/ folder)
     missing: str = "error"      # listed clips absent locally: error | drop (counted and printed; AudioSet's norm)
     batch_size: int = 40        # per process
-    num_workers: int = 4
+    num_workers: int | str = "auto"   # DataLoader workers: auto = min(8, usable cores - 1) | a whole number
     extensions: list[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))
 
     def check(self) -> None:
@@ -43,6 +44,7 @@ class DataConfig:
         if self.num_views < 1 or self.crop_frames < 1 or self.batch_size < 1:
             raise AsitError("data.num_views, data.crop_frames and data.batch_size must be positive, got "
                             f"{self.num_views}, {self.crop_frames}, {self.batch_size}")
+        resolve_num_workers(self.num_workers, "data.num_workers")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .errors import AsitError
 from .frontend import Frontend, FrontendConfig, pad_or_crop
 from .objectives.base import DataNeeds, ViewTransform
 from .pretrain_config import AUDIO_EXTENSIONS, DataConfig
+from .workers import resolve_num_workers
 
 __all__ = ["AUDIO_EXTENSIONS", "DataConfig", "ClipList", "list_audio", "list_clips", "crop_spans",
            "CropViewsDataset", "PretrainDataModule", "EpochSeededSampler"]
@@ -186,11 +187,11 @@ def crop_spans(num_frames: int, crop_frames: int, num_views: int, mode: str, rng
     return rng.integers(0, max(0, num_frames - crop_frames) + 1, size=num_views)
 
 
-def _take(x: torch.Tensor, start: int, length: int, loop: bool) -> torch.Tensor:
-    """`length` items of x along dim 0 from `start`, wrapping round when `loop`, else zero-padded at the end."""
+def _take(x: torch.Tensor, start: int, length: int, loop: bool, fill: float = 0.0) -> torch.Tensor:
+    """`length` items of x along dim 0 from `start`, wrapping round when `loop`, else padded at the end with `fill`."""
     if loop and x.shape[0] > 0:
         return x[(start + torch.arange(length)) % x.shape[0]]
-    return pad_or_crop(x, length, start)
+    return pad_or_crop(x, length, start, value=fill)
 
 
 class EpochSeededSampler(DistributedSampler):
@@ -228,8 +229,10 @@ class CropViewsDataset(Dataset):
         features = self.frontend(wave)
         starts = crop_spans(features.shape[0], self.crop_frames, self.num_views, self.crop_mode, rng)
         loop = self.crop_mode == "loop"
-        # clips shorter than a crop are zero-padded (the normalised mean), as evaluation pads them
-        views = torch.stack([_take(features, int(s), self.crop_frames, loop) for s in starts]).unsqueeze(1)
+        # clips shorter than a crop are padded with the frontend's pad_with (default: 0, the normalised mean), as
+        # evaluation pads them
+        fill = self.frontend.config.pad_value
+        views = torch.stack([_take(features, int(s), self.crop_frames, loop, fill) for s in starts]).unsqueeze(1)
         sample: dict[str, torch.Tensor] = {"views": views}
         if self.clips.labels is not None:
             sample["labels"] = torch.from_numpy(self.clips.labels[index])
@@ -286,5 +289,6 @@ class PretrainDataModule(L.LightningDataModule):
         sampler = EpochSeededSampler(self.dataset, num_replicas=replicas, rank=rank, shuffle=True,
                                      seed=self.seed, drop_last=True)
         return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.config.num_workers, persistent_workers=False,
+                          num_workers=resolve_num_workers(self.config.num_workers, "data.num_workers"),
+                          persistent_workers=False,
                           pin_memory=torch.cuda.is_available())

@@ -2,11 +2,12 @@
 demos, for every registered encoder (upstream.encoders).
 
 Each clip is turned into a normalised fbank by the shared `Frontend`, cut into chunks of `chunk_frames` (default:
-the length the encoder was pretrained on). The last (or only) chunk is zero-padded (zero = the normalised mean, as
-in pretraining) either to the whole chunk length (`padding: chunk`) or only to the next whole encoder step
-(`padding: step`, so a 1 s clip costs 1 s of compute). Chunks of equal length are encoded together in mini-batches
-of at most `max_batch_chunks`, so memory is bounded, cost grows linearly with duration, and a clip's result never
-depends on the other clips of a batch.
+the length the encoder was pretrained on). The last (or only) chunk is padded either to the whole chunk length
+(`padding: chunk`) or only to the next whole encoder step (`padding: step`, so a 1 s clip costs 1 s of compute),
+with what the encoder's own pretraining put in padded frames (`FrontendConfig.pad_with`: the normalised mean for
+this project's encoders, digital silence from a zero-padded waveform for official ASiT checkpoints). Chunks of equal
+length are encoded together in mini-batches of at most `max_batch_chunks`, so memory is bounded, cost grows linearly
+with duration, and a clip's result never depends on the other clips of a batch.
 
 Per time step (a ViT's patch *column* of 16 frames = 160 ms, a conformer's 4 stacked frames = 80 ms) the runtime
 returns one vector: the mean of the step's tokens (`columns: mean`; a ViT column holds 8 frequency patches) or
@@ -212,31 +213,50 @@ class EncoderRuntime(nn.Module):
         if not waves:
             raise AsitError("no waveforms given")
         wanted = self.resolve_layers(layers)
-        feats = self.features(waves)
-        return self.forward_features(feats, wanted)
+        feats, frames = self.laid_out(waves)
+        return self.forward_features(feats, wanted, frames)
 
     def resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
         return resolve_layers(layers, self.depth)
 
-    def _chunks(self, feats: Sequence[torch.Tensor]) -> list[tuple[int, torch.Tensor, int]]:
+    def layout_frames(self, total: int) -> int:
+        """Frames a clip of `total` fbank frames occupies once cut into chunks and padded."""
+        step, chunk = self.frames_per_column, self.chunk_frames
+        chunks = max(1, math.ceil(total / chunk))
+        held = total - (chunks - 1) * chunk
+        last = chunk if self.options.padding == "chunk" else step * math.ceil(max(held, 1) / step)
+        return (chunks - 1) * chunk + last
+
+    def laid_out(self, waves: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
+        """Per clip: its normalised fbank already padded to the frames its chunks cover (`Frontend.padded`), and
+        the frames that hold audio."""
+        config = self.frontend.config
+        totals = [config.num_frames(int(w.shape[-1])) for w in waves]
+        return [self.frontend.padded(w, self.layout_frames(t)) for w, t in zip(waves, totals)], totals
+
+    def _chunks(self, feats: Sequence[torch.Tensor], totals: Sequence[int]) -> list[tuple[int, torch.Tensor, int]]:
         """(clip, padded chunk [frames, F], frames of audio in it) covering every clip."""
         step, chunk = self.frames_per_column, self.chunk_frames
+        fill = self.frontend.config.pad_value
         out = []
-        for clip, fb in enumerate(feats):
-            total = fb.shape[0]
+        for clip, (fb, total) in enumerate(zip(feats, totals)):
             for c in range(max(1, math.ceil(total / chunk))):
                 held = min(chunk, total - c * chunk)
                 length = chunk if self.options.padding == "chunk" else step * math.ceil(max(held, 1) / step)
-                out.append((clip, pad_or_crop(fb, length, c * chunk), held))
+                out.append((clip, pad_or_crop(fb, length, c * chunk, value=fill), held))
         return out
 
-    def forward_features(self, feats: Sequence[torch.Tensor], layers: list[int]) -> RuntimeOutput:
+    def forward_features(self, feats: Sequence[torch.Tensor], layers: list[int],
+                         num_frames: Sequence[int] | None = None) -> RuntimeOutput:
         """Normalised fbanks [T_i, F] -> `RuntimeOutput` (the chunked, batch-invariant encoder pass).
 
+        `num_frames`: the frames of each fbank that hold audio when the fbanks come from `laid_out` (already
+        padded); None pads unpadded fbanks here with the frontend's `pad_value`.
         Runs in the caller's grad mode (s3prl finetunes through it); `forward` is the no-grad inference entry."""
         p = self.frames_per_column
         device = feats[0].device
-        chunks = self._chunks(feats)
+        totals = [int(f.shape[0]) for f in feats] if num_frames is None else [int(n) for n in num_frames]
+        chunks = self._chunks(feats, totals)
         by_length: dict[int, list[int]] = {}
         for index, (_, chunk, _) in enumerate(chunks):
             by_length.setdefault(chunk.shape[0], []).append(index)
@@ -255,8 +275,8 @@ class EncoderRuntime(nn.Module):
                         slots[li][i] = vectors[row]
                         if states.cls is not None:
                             cls_slots[li][i] = states.cls[layer][row].float()
-        num_frames = torch.tensor([f.shape[0] for f in feats], device=device)
-        num_columns = torch.div(num_frames + p - 1, p, rounding_mode="floor").clamp(min=1)
+        frames = torch.tensor(totals, device=device)
+        num_columns = torch.div(frames + p - 1, p, rounding_mode="floor").clamp(min=1)
         width = int(num_columns.max())
         held = torch.tensor([float(c[2]) for c in chunks], device=device).clamp(min=1.0)
         per_clip = [[i for i, c in enumerate(chunks) if c[0] == clip] for clip in range(len(feats))]
@@ -276,7 +296,7 @@ class EncoderRuntime(nn.Module):
             hidden.append(out)
             if weighted_cls:
                 clip_cls.append(torch.stack(weighted_cls))
-        return RuntimeOutput(hidden, clip_cls or None, layers, num_columns, num_frames)
+        return RuntimeOutput(hidden, clip_cls or None, layers, num_columns, frames)
 
 
 def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:

@@ -34,6 +34,21 @@ def add_task_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
 
 
+def check_folds(given: list[int], data: str, recipe) -> None:  # type: ignore[no-untyped-def]
+    """Every --fold must name a fold of the dataset, once: checked before the first fold runs (each fold can take
+    hours; a typo in the last one should not surface after the others have run)."""
+    repeated = sorted({fold for fold in given if given.count(fold) > 1})
+    if repeated:
+        raise AsitError(f"--fold {', '.join(map(str, repeated))} given more than once")
+    from ..task_data import read_index
+
+    folds = read_index("esc50", data, recipe.dataset).folds
+    unknown = [fold for fold in given if fold not in folds]
+    if unknown:
+        raise AsitError(f"--fold {', '.join(map(str, unknown))}: {data} has no such esc50 fold (its folds: "
+                        f"{', '.join(map(str, folds))}); nothing was run")
+
+
 def run_task_command(args: argparse.Namespace, mode: str) -> int:
     recipe = load_recipe(args.task, mode, args.recipe, args.overrides)
     if args.print_recipe:
@@ -45,6 +60,8 @@ def run_task_command(args: argparse.Namespace, mode: str) -> int:
         raise AsitError(f"--data {args.data} does not exist")
     if args.fold and args.task != "esc50":
         raise AsitError(f"--fold applies to esc50 only; {args.task} has official splits")
+    if args.fold:
+        check_folds(args.fold, args.data, recipe)
     folds: list[int | None] = list(args.fold) if args.fold else ([1, 2, 3, 4, 5] if args.task == "esc50" else [None])
 
     from ..run import PROTOCOLS, run_task  # heavy imports only when running

@@ -1,8 +1,10 @@
 """Readers of the benchmarks' own on-disk layouts. Each returns a `DatasetIndex`; none copies or converts audio.
 
-Missing or malformed files raise `AsitError` listing the first offending paths: a silent skip would change the
-split and make numbers incomparable. (AudioSet is the one exception by necessity — listed clips taken down from
-YouTube are the norm — and its reader makes the policy explicit: `missing="drop"|"error"`, counts reported.)
+Missing, malformed or empty (0-sample) files raise `AsitError` listing the first offending paths: a silent skip would
+change the split and make numbers incomparable, and an empty clip would be embedded as padding. (AudioSet is the one
+exception by necessity — listed clips taken down from YouTube, or whose download failed, are the norm — and its
+reader makes the policy explicit: `missing="drop"|"error"`, counts reported, empty clips counted apart.)
+`Example.load` refuses a file or segment without samples, or with NaN / Inf samples, naming the file.
 """
 
 from __future__ import annotations

@@ -23,12 +23,17 @@ count is reported.
 
 Listed clips that are absent locally are the norm for AudioSet (videos taken down): `missing="drop"` (default) leaves
 them out and records how many were listed, found and dropped per split in `DatasetIndex.report` (results carry it,
-since AS-20K numbers depend on it); `missing="error"` refuses to run with a list of the first absent clips. Malformed
-lines, unknown label ids and duplicate segments are always errors.
+since AS-20K numbers depend on it); `missing="error"` refuses to run with a list of the first absent clips. A stored
+clip holding no samples (0 bytes or 0 frames: a failed download or extraction) is treated the same way, counted apart:
+with `missing="drop"` it is left out, counted in `report["empty"]` (first paths in `report["empty_examples"]`) and a
+line with the counts is printed to stderr; with `missing="error"` it is an error naming the files. (When a segment
+has several files, the first one in sorted order holding samples is used.) Malformed lines, unknown label ids and
+duplicate segments are always errors.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,7 +41,7 @@ from upstream.audioset_lists import (AUDIO_EXTENSIONS, LABELS_CSV, YTID, Segment
                                      read_class_labels, read_datafile, read_segments_csv, ytid_candidates)
 from upstream.errors import AsitError
 
-from .base import DatasetIndex, Example
+from .base import DatasetIndex, Example, holds_no_samples
 
 MISSING_POLICIES = ("drop", "error")
 SPLIT_FILES: dict[str, str] = {"train": "balanced_train_segments", "test": "eval_segments"}
@@ -95,7 +100,8 @@ def read_audioset(root: str | Path, *, train: str | Sequence[str] = SPLIT_FILES[
 
     report: dict[str, Any] = {"missing_policy": missing, "label_list": str(label_csv),
                               "lists": {s: [str(p) for p in ps] for s, ps in listings.items()},
-                              "listed": {}, "found": {}, "missing": {}, "missing_examples": [], "duplicates": 0}
+                              "listed": {}, "found": {}, "missing": {}, "missing_examples": [], "duplicates": 0,
+                              "empty": {}, "empty_examples": []}
     clips: dict[str, list[Path]] = {}
     folder = Path(audio_dir) if audio_dir else root
     if segments:
@@ -108,36 +114,57 @@ def read_audioset(root: str | Path, *, train: str | Sequence[str] = SPLIT_FILES[
 
     examples: list[Example] = []
     absent_all: list[str] = []
+    empty_all: list[str] = []
     for split in ("train", "test"):
         listed = present = 0
         absent: list[str] = []
+        empty: list[str] = []
         for segment in csv_splits[split]:
             listed += 1
             paths = clips.get(segment.ytid)
             if not paths:
                 absent.append(f"{segment.ytid} (e.g. Y{segment.ytid}.wav)")
                 continue
+            usable = next((path for path in paths if not holds_no_samples(path)), None)
+            if usable is None:
+                empty.append(str(paths[0]))
+                continue
             present += 1
-            examples.append(Example(path=paths[0], labels=segment.labels, split=split, group=segment.ytid))
+            examples.append(Example(path=usable, labels=segment.labels, split=split, group=segment.ytid))
         for audio, mids_, group in wanted[split]:
             listed += 1
             if not audio.is_file():
                 absent.append(str(audio))
                 continue
+            if holds_no_samples(audio):
+                empty.append(str(audio))
+                continue
             present += 1
             examples.append(Example(path=audio, labels=mids_, split=split, group=group))
         report["listed"][split], report["found"][split], report["missing"][split] = listed, present, len(absent)
+        report["empty"][split] = len(empty)
         absent_all += absent
+        empty_all += empty
         if present == 0:
+            emptied = f"; {len(empty)} stored clip(s) hold no samples, e.g. {', '.join(empty[:3])}" if empty else ""
             raise AsitError(f"none of the {listed} AudioSet {split} clips listed in "
                             f"{', '.join(map(str, listings[split]))} was found (looked under {folder}; accepted "
                             f"names: Y{{YTID}}.wav, {{YTID}}.wav, {{YTID}}_{{start}}[_|-{{end}}].wav, also "
-                            f".flac/.ogg/.mp3), e.g. {', '.join(absent[:3])}")
+                            f".flac/.ogg/.mp3), e.g. {', '.join(absent[:3]) or '-'}{emptied}")
     report["missing_examples"] = absent_all[:10]
+    report["empty_examples"] = empty_all[:10]
     if absent_all and missing == "error":
         raise AsitError(f"{len(absent_all)} AudioSet clip(s) listed are not stored locally "
                         f"({', '.join(f'{s}: {n}' for s, n in report['missing'].items())}), e.g. "
                         f"{', '.join(absent_all[:3])}; pass missing=drop to evaluate on the clips you have")
+    if empty_all and missing == "error":
+        raise AsitError(f"{len(empty_all)} AudioSet clip(s) stored hold no samples "
+                        f"({', '.join(f'{s}: {n}' for s, n in report['empty'].items())}), e.g. "
+                        f"{', '.join(empty_all[:3])}; re-download them, or pass missing=drop to leave them out")
+    if empty_all:
+        print(f"AudioSet: left out {len(empty_all)} stored clip(s) holding no samples "
+              f"({', '.join(f'{s} {n}' for s, n in report['empty'].items())}; missing=drop), e.g. "
+              f"{', '.join(empty_all[:3])}", file=sys.stderr, flush=True)
     return DatasetIndex("audioset", root, examples, mids, multilabel=True, stats="audioset", label_names=names,
                         report=report)
 

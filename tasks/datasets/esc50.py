@@ -1,4 +1,5 @@
-"""ESC-50: `audio/{fold}-{src}-{take}-{target}.wav` + `meta/esc50.csv`, five folds; a src_file never spans folds."""
+"""ESC-50: `audio/{fold}-{src}-{take}-{target}.wav` + `meta/esc50.csv`, five folds; a src_file never spans folds.
+A listed clip that is missing or holds no samples is an error naming it (the folds are fixed lists)."""
 
 from __future__ import annotations
 

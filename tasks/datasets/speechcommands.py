@@ -1,5 +1,6 @@
 """Speech Commands: `<word>/<speaker>_nohash_<n>.wav`, `validation_list.txt`, `testing_list.txt`,
-`_background_noise_/`.
+`_background_noise_/`. A listed file that is missing, or any wav (word, noise or test-set file) without samples, is
+an error naming it: the splits are fixed lists, and an empty clip would be embedded as padding.
 
 - v2: every word folder is a class (35 in the real release); splits from the official lists.
 - v1 (SUPERB KS protocol, 12 classes): the 10 command words, every other word as `_unknown_`, and `_silence_`
@@ -41,9 +42,11 @@ def _read_list(path: Path, root: Path) -> set[str]:
 
 
 def _word_files(root: Path) -> list[str]:
+    """Every `<word>/*.wav`, each checked to hold samples (an empty one is an error naming it)."""
     files = sorted(str(p.relative_to(root)) for p in root.glob("*/*.wav") if p.parent.name != NOISE_DIR)
     if not files:
         raise AsitError(f"{root} holds no <word>/<speaker>_nohash_<n>.wav files")
+    check_files_exist((root / f for f in files), f"{root} (<word>/*.wav)")
     return files
 
 
@@ -54,6 +57,9 @@ def _silence_crops(root: Path, seconds: float = 1.0) -> list[Example]:
     crops = []
     for path in noise:
         info = soundfile.info(str(path))
+        if info.frames == 0:
+            raise AsitError(f"background noise file {path} holds no samples (0 frames); re-extract it (it is where "
+                            f"{SILENCE} examples are cropped from)")
         count = int(info.frames / info.samplerate // seconds)
         first_valid = count - int(count * VALID_FRACTION)
         for k in range(count):
@@ -95,6 +101,7 @@ def read_speechcommands(root: str | Path, version: str = "v2", test_root: str | 
                         f"the 10 commands, {SILENCE} and {UNKNOWN}")
     if not test_files:
         raise AsitError(f"{test_dir} holds no test wavs")
+    check_files_exist(test_files, f"{test_dir} (<label>/*.wav)")
     examples += [Example(p, (p.parent.name,), "test", group=_speaker(p.name)) for p in test_files]
     labels = list(SUPERB_COMMANDS) + [UNKNOWN, SILENCE]
     return DatasetIndex("speechcommands_v1", root, examples, labels, stats="speechcommands_v1")

@@ -2,7 +2,8 @@
 
 The two official archives (`vox1_dev_wav.zip`, `vox1_test_wav.zip`) both unpack into `wav/`; kept apart they sit in
 `vox1_dev_wav/wav/` and `vox1_test_wav/wav/` (s3prl globs `*/wav/<path>` for the same reason). Every `wav/` folder
-directly under the root or one level below it is searched, in that order.
+directly under the root or one level below it is searched, in that order. A listed utterance that is missing or holds
+no samples is an error naming it (the split is a fixed list; an empty clip would be embedded as padding).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from upstream.errors import AsitError
 
-from .base import DatasetIndex, Example, bad_rows, require
+from .base import DatasetIndex, Example, bad_rows, empty_audio_error, holds_no_samples, require
 
 SPLITS = {"1": "train", "2": "valid", "3": "test"}
 SPEAKER = re.compile(r"^id\d{5}$")
@@ -47,16 +48,20 @@ def read_voxceleb1(root: str | Path, split_file: str | Path | None = None) -> Da
         raise bad_rows(bad, split_path, "expected '<1|2|3> idXXXXX/<video>/<utt>.wav'")
     if not entries:
         raise AsitError(f"{split_path} lists no utterances")
-    examples, missing = [], []
+    examples, missing, empty = [], [], []
     for split, relpath in entries:
         path = next((folder / relpath for folder in folders if (folder / relpath).is_file()), None)
         if path is None:
             missing.append(str(folders[0] / relpath))
             continue
+        if holds_no_samples(path):
+            empty.append(str(path))
         speaker, video, _ = Path(relpath).parts
         examples.append(Example(path=path, labels=(speaker,), split=split, group=f"{speaker}/{video}"))
     if missing:
         raise AsitError(f"{len(missing)} audio file(s) listed in {split_path} are missing from "
                         f"{', '.join(map(str, folders))}, e.g. {', '.join(missing[:3])}")
+    if empty:
+        raise empty_audio_error(empty, split_path)
     speakers = sorted({e.labels[0] for e in examples})
     return DatasetIndex("voxceleb1", root, examples, speakers, stats="voxceleb1")

@@ -20,6 +20,7 @@ import yaml
 from upstream.config import deep_merge, from_dict, load_inheriting, parse_overrides
 from upstream.errors import AsitError
 from upstream.runtime import COLUMNS, POOLINGS, RuntimeOptions
+from upstream.workers import resolve_num_workers
 
 RECIPES_DIR = Path(__file__).parent
 MODES = ("finetune", "probe")
@@ -33,6 +34,11 @@ def _choice(name: str, value: Any, choices: Sequence[Any]) -> None:
 def _positive(name: str, value: float, zero_ok: bool = False) -> None:
     if value < 0 or (value == 0 and not zero_ok):
         raise AsitError(f"recipe {name} must be {'>= 0' if zero_ok else '> 0'}, got {value}")
+
+
+def _resolve_workers(recipe: Any) -> None:
+    """`num_workers: auto` becomes this machine's count when the recipe is read (so every loader gets a number)."""
+    object.__setattr__(recipe, "num_workers", resolve_num_workers(recipe.num_workers, "recipe num_workers"))
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class FinetuneRecipe:
     # (adapter, path, module, layer, which) + gamma, the weight of the feature regression
     distill: dict[str, Any] = field(default_factory=dict)
     # machinery
-    num_workers: int = 4
+    num_workers: int | str = "auto"     # DataLoader workers: auto = min(8, usable cores - 1) | a whole number
     accelerator: str = "auto"
     devices: int | str = 1
     precision: str = "32-true"
@@ -93,8 +99,9 @@ class FinetuneRecipe:
         for name in ("train_frames", "eval_frames", "epochs", "batch_size", "lr"):
             _positive(name, getattr(self, name))
         for name in ("freq_mask", "time_mask", "min_lr", "warmup_epochs", "weight_decay", "drop_path", "clip_grad",
-                     "label_smoothing", "num_workers"):
+                     "label_smoothing"):
             _positive(name, getattr(self, name), zero_ok=True)
+        _resolve_workers(self)
         if not 0.0 <= self.mixup <= 1.0:
             raise AsitError(f"recipe mixup is a probability in [0, 1], got {self.mixup}")
         if self.mixup > 0 and self.mixup_alpha <= 0:
@@ -130,7 +137,7 @@ class ProbeRecipe:
     precision: str = "fp32"             # fp32 | bf16
     sample_rate: int | None = None      # None: the checkpoint's frontend rate
     batch_clips: int = 16               # clips per runtime call
-    num_workers: int = 4                # audio-loading worker processes
+    num_workers: int | str = "auto"     # audio-loading worker processes: auto = min(8, usable cores - 1) | a number
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None        # None: $ASIT_CACHE_DIR/embeddings or ~/.cache/asit-hear/embeddings
     # classifier
@@ -168,7 +175,7 @@ class ProbeRecipe:
             raise AsitError(f"recipe layer must be an integer or 'best', got {self.layer!r}")
         for name in ("batch_clips", "max_iter", "hidden_dim", "mlp_epochs", "mlp_lr", "mlp_batch_size"):
             _positive(name, getattr(self, name))
-        _positive("num_workers", self.num_workers, zero_ok=True)
+        _resolve_workers(self)
         if self.chunk_frames is not None:
             _positive("chunk_frames", self.chunk_frames)
 

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..checkpoint import load_encoder, save_encoder
+from ..cli import positive_int
+from ..errors import AsitError
 from ..floors import INITS, initialised
 
 
@@ -14,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="where to write the exported encoder (.pt, weights_only-loadable)")
     parser.add_argument("--which", choices=("teacher", "student"), default="teacher",
                         help="which network of a pretraining checkpoint (default: teacher, as the paper finetunes)")
-    parser.add_argument("--sample-rate", type=int, default=None,
+    parser.add_argument("--sample-rate", type=positive_int, default=None, metavar="HZ",
                         help="override the sample rate the fbank is computed at (official ASiT checkpoints: 32000)")
     parser.add_argument("--init", choices=INITS, default="pretrained",
                         help="export the checkpoint's floor instead: `scratch` (same architecture and frontend, "
@@ -26,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if Path(args.out).is_dir():      # before the (slow) load; atomic_write refuses it too, later
+        raise AsitError(f"OUT {args.out} is a folder; give the file to write, e.g. {Path(args.out) / 'encoder.pt'}")
     loaded = load_encoder(args.checkpoint, which=args.which, sample_rate=args.sample_rate)
     encoder = initialised(loaded.encoder, args.init, args.seed)
     meta = dict(loaded.meta, exported_from=str(args.checkpoint), source=loaded.source, init=args.init)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import positive_int
+from ..errors import AsitError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # only `asit perf` imports this module, so the model table is read from its one place
@@ -19,15 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benches", nargs="+", default=["inference", "scaling", "pretrain"],
                         choices=["inference", "scaling", "pretrain"])
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length for the inference benchmark")
-    parser.add_argument("--batch", type=int, default=8, help="clips per inference call")
+    parser.add_argument("--batch", type=positive_int, default=8, help="clips per inference call")
     parser.add_argument("--padding", default="chunk", choices=["chunk", "step"],
                         help="the runtime's padding option for inference and scaling")
-    parser.add_argument("--train-batch", type=int, default=8, help="clips per pretraining step (paper: 40/GPU)")
+    parser.add_argument("--train-batch", type=positive_int, default=8,
+                        help="clips per pretraining step (paper: 40/GPU)")
     parser.add_argument("--train-frames", type=int, default=None,
                         help="crop length of the pretraining step in each model's own frames (default: the "
                              "model's crop, ViT 592 x 10 ms, conformer 500 x 20 ms)")
     parser.add_argument("--durations", nargs="+", type=float, default=[1.0, 10.0, 60.0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--out", default="benchmarks/results/perf.json")
 
 
@@ -45,6 +49,9 @@ def selected_models(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from benchmarks.perf import run_perf
 
+    if Path(args.out).is_dir():      # the report is written at the end: refuse now, not after the benchmarks
+        raise AsitError(f"--out {args.out} is a folder; give the JSON file to write, e.g. "
+                        f"{Path(args.out) / 'perf.json'}")
     run_perf(selected_models(args), args.precisions, args.device, Path(args.out), seconds=args.seconds,
              batch=args.batch, train_batch=args.train_batch, train_frames=args.train_frames, repeats=args.repeats,
              durations=args.durations, benches=tuple(args.benches), padding=args.padding)

@@ -46,9 +46,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import AsitError
+from ..tensorboard_shim import tensorboard_without_tensorflow
 
 SOX_EFFECTS_MODULE = "torchaudio.sox_effects"
-TENSORBOARD_NO_TF = "tensorboard.compat.notf"
 
 
 # ------------------------------------------------------------------------------------------- shims
@@ -157,12 +157,6 @@ def _huggingface_hub_names() -> None:
             setattr(huggingface_hub, name, type(name, (_RemovedFromHuggingfaceHub,), {"_name": name}))
 
 
-def _tensorboard_without_tensorflow() -> None:
-    if TENSORBOARD_NO_TF not in sys.modules:
-        sys.modules[TENSORBOARD_NO_TF] = types.ModuleType(TENSORBOARD_NO_TF, "asit-hear: TensorBoard's switch to "
-                                                          "its TensorFlow stub (see upstream.s3prl_upstream.compat)")
-
-
 def _torch_load_allow_list() -> None:
     torch.serialization.add_safe_globals([argparse.Namespace])
 
@@ -173,7 +167,7 @@ SHIMS: dict[str, tuple[Callable[[], None], str]] = {
     "set_audio_backend": (_set_audio_backend, "torchaudio 2.9 removed set_audio_backend"),
     "sox_effects": (_sox_effects, "torchaudio 2.9 removed sox_effects (KS reader: channels/rate/gain)"),
     "huggingface_hub_names": (_huggingface_hub_names, "huggingface_hub 1.0 removed HfFolder and Repository"),
-    "tensorboard_without_tensorflow": (_tensorboard_without_tensorflow, "s3prl's import pulls in all of TensorFlow"),
+    "tensorboard_without_tensorflow": (tensorboard_without_tensorflow, "s3prl's import pulls in all of TensorFlow"),
     "torch_load_allow_list": (_torch_load_allow_list, "s3prl checkpoints pickle argparse.Namespace"),
 }
 _installed: list[str] = []

@@ -128,8 +128,8 @@ class UpstreamExpert(nn.Module):
                 raise AsitError(f"waveform {i} has shape {tuple(wav.shape)}; s3prl upstreams take 1-D 16 kHz audio")
             waves.append(self.pad_to_rule(resample(wav, S3PRL_SAMPLE_RATE, self.runtime.sample_rate),
                                           int(wav.shape[-1])))
-        feats = self.runtime.features(waves)
-        return self.runtime.forward_features(feats, self.layers)
+        feats, frames = self.runtime.laid_out(waves)
+        return self.runtime.forward_features(feats, self.layers, frames)
 
     def pad_to_rule(self, wave: torch.Tensor, samples_16k: int) -> torch.Tensor:
         """Zero-pad the end when the clip would otherwise get fewer steps than run_downstream's round(T / rate):
