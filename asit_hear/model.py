@@ -129,9 +129,13 @@ class AsitHearModel(nn.Module):
         waves = self.waves(audio)
         n = len(waves)
         duration_ms = audio.shape[1] * 1000.0 / self.sample_rate
-        feats = self.runtime.features(waves)
-        shifted = [torch.nn.functional.pad(fb, (0, 0, shift, 0)) for shift in self.frame_shifts for fb in feats]
-        out: RuntimeOutput = self.runtime.forward_features(shifted, self.layers)
+        shifted: list[torch.Tensor] = []
+        totals: list[int] = []
+        for shift in self.frame_shifts:        # padded in front as the encoder's pretraining padded (pad_with)
+            feats, frames = self.runtime.laid_out(waves, before=shift)
+            shifted += feats
+            totals += frames
+        out: RuntimeOutput = self.runtime.forward_features(shifted, self.layers, totals)
         states = self._concat(out.hidden_states)                             # [passes * n, C, D]
         passes, cols, times = self.timestamp_grid(out, n, duration_ms)
         states = states.reshape(len(self.frame_shifts), n, states.shape[1], states.shape[2])

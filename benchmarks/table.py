@@ -77,10 +77,11 @@ def _arch(extra: Any) -> str:
 
 
 def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Store rows as the table names them: `encoder` becomes `name@sha8` when one name was used with two checkpoint
-    files, `mode` becomes `mode · recipe <digest6>` when one encoder × task × mode ran two resolved recipes (the
-    given names stay in `encoder_name`, `base_mode`), and `kind` says whether a row is a floor: the fbank-statistics
-    baseline (`extra.encoder_arch` or `init` = fbank_stats, for every row of that encoder) or a random-init twin."""
+    """Store rows as the table names them: `encoder` becomes `name@sha8` when one name was used with two encoder
+    identities (`checkpoint_sha256`: weights + config; rows stored before that identity carry the file's bytes),
+    `mode` becomes `mode · recipe <digest6>` when one encoder × task × mode ran two resolved recipes (the given names
+    stay in `encoder_name`, `base_mode`), and `kind` says whether a row is a floor: the fbank-statistics baseline
+    (`extra.encoder_arch` or `init` = fbank_stats, for every row of that encoder) or a random-init twin."""
     rows = rows.copy()
     for name, default in (("pretraining", ""), ("init", "pretrained"), ("checkpoint_sha256", ""),
                           ("recipe_digest", "")):
@@ -370,7 +371,7 @@ def output_folder(out_dir: str | Path) -> Path:
     """`out_dir`, created if needed; one line naming it when it cannot be (a file there, a read-only parent)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise AsitError(f"output folder {out} is a file; give a folder to write the tables into")
+        raise AsitError(f"output folder {out} is a file; --out names the folder the tables are written into")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -90,9 +90,14 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_official_checkpoint_matches_the_official_pipeline(tmp_path, backbone, seconds: float) -> None:
     loaded = load_encoder(official_file(tmp_path, backbone))
     assert (loaded.frontend.sample_rate, loaded.frontend.pad_with) == (RATE, "silence")
-    wave = 0.1 * torch.randn(int(seconds * RATE), generator=torch.Generator().manual_seed(int(seconds)))
+    # with a DC offset: the official pipeline pads the raw waveform, so the frames straddling the end see the offset
+    wave = 0.1 * torch.randn(int(seconds * RATE), generator=torch.Generator().manual_seed(int(seconds))) + 0.05
     expected_cls, expected_grid = reference(wave, backbone)
     runtime = EncoderRuntime(loaded.encoder, loaded.frontend, RuntimeOptions(pooling="cls", columns="concat"))
+    (laid_out,), (frames,) = runtime.laid_out([wave])
+    for start in range(0, frames, FRAMES):           # every input frame, the straddling ones included
+        torch.testing.assert_close(laid_out[start:start + FRAMES], reference_window(wave[start * HOP:])[0, 0],
+                                   atol=1e-3, rtol=0)
     out = runtime([wave], layers=[-1])
     assert cosine_distance(out.scene(-1, "cls")[0], expected_cls) < 1e-4
     assert cosine_distance(out.hidden_states[0][0], expected_grid) < 1e-4
@@ -110,7 +115,7 @@ def test_silence_padding_is_the_fbank_of_a_zero_padded_waveform() -> None:
     natural = frontend(wave)
     padded = frontend.padded(wave, 200)
     assert natural.shape[0] == config.num_frames(RATE) == 98 and padded.shape == (200, 128)
-    torch.testing.assert_close(padded[:98], natural)
+    torch.testing.assert_close(padded[:98], natural, atol=1e-4, rtol=1e-4)     # log of tiny energies: rounding
     straddling = math.ceil((config.window_samples - config.hop_samples) / config.hop_samples)
     assert not torch.allclose(padded[98:98 + straddling], torch.full((straddling, 128), config.pad_value))
     assert torch.equal(padded[98 + straddling:], torch.full((200 - 98 - straddling, 128), config.pad_value))
@@ -118,6 +123,13 @@ def test_silence_padding_is_the_fbank_of_a_zero_padded_waveform() -> None:
     assert config.pad_value == pytest.approx(-1.2775, abs=1e-3)
     mean_padded = Frontend(FrontendConfig(sample_rate=RATE, stats="custom", mean=MEAN, std=STD)).padded(wave, 200)
     assert torch.equal(mean_padded[:98], natural) and not mean_padded[98:].any()
+    # padding in front (HEAR's shifted timestamp passes): zero samples before the waveform, or rows of the mean
+    shifted = frontend.padded(wave + 0.3, 200, before=5)
+    reference = frontend(torch.cat([torch.zeros(5 * config.hop_samples), wave + 0.3]))
+    assert shifted.shape == (200, 128)
+    torch.testing.assert_close(shifted[:103], reference, atol=1e-4, rtol=1e-4)
+    front = Frontend(FrontendConfig(sample_rate=RATE, stats="custom", mean=MEAN, std=STD)).padded(wave, 200, before=5)
+    assert not front[:5].any() and torch.equal(front[5:103], natural)
 
 
 def test_the_padding_rule_travels_in_exports(tmp_path, backbone) -> None:

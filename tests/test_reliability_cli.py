@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from benchmarks.results import ResultsStore, cell_key, make_row
 from benchmarks.suite import TASK_PROTOCOLS, format_report, parse_suite, plan_suite, run_suite
@@ -63,12 +62,30 @@ def test_export_into_an_existing_folder_is_one_line_naming_it(capsys, tmp_path, 
 
 def test_export_on_a_full_disk_names_the_target_and_leaves_no_file(capsys, tmp_path, tiny_encoder_file,
                                                                    monkeypatch) -> None:
-    def half_written(obj, handle) -> None:       # torch.save gets ENOSPC from the file system halfway through
-        handle.write(b"\0" * 4096)
-        handle.flush()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    import upstream.atomic
 
-    monkeypatch.setattr(torch, "save", half_written)
+    real_fdopen = os.fdopen
+
+    class FullDisk:                  # the file system takes 4 KiB, then answers ENOSPC (the real torch.save runs)
+        def __init__(self, handle) -> None:
+            self.handle, self.written = handle, 0
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            if self.written > 4096:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.handle.write(data)
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self.handle, name)
+
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *exc) -> None:  # type: ignore[no-untyped-def]
+            self.handle.close()
+
+    monkeypatch.setattr(upstream.atomic.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
     out = tmp_path / "out" / "encoder.pt"
     assert main(["export", str(tiny_encoder_file), str(out)]) == 2
     assert _one_line_error(capsys) == f"asit export: error: cannot write {out}: No space left on device"
@@ -155,7 +172,7 @@ def test_table_out_that_is_a_file_is_one_line(capsys, tmp_path) -> None:
     out = tmp_path / "leaderboard"
     out.write_text("not a folder")
     assert main(["table", "--results", str(store.path), "--out", str(out)]) == 2
-    assert _one_line_error(capsys) == (f"asit table: error: --out {out} is a file; --out names the folder the "
+    assert _one_line_error(capsys) == (f"asit table: error: output folder {out} is a file; --out names the folder the "
                                        "tables are written into")
     assert out.read_text() == "not a folder"
 

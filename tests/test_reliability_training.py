@@ -101,8 +101,7 @@ def test_pretrain_into_a_folder_holding_an_earlier_run_is_refused_before_any_wor
     monkeypatch.setattr(pretrain, "list_clips", no_work)
     monkeypatch.setattr(pretrain, "PretrainModule", no_work)
     monkeypatch.setattr(pretrain, "PretrainDataModule", no_work)
-    for marker, named in (("config.yaml", "config.yaml"), ("encoder.pt", "encoder.pt"),
-                          ("checkpoints/last.ckpt", "checkpoints/")):
+    for marker, named in (("encoder.pt", "encoder.pt"), ("checkpoints/last.ckpt", "checkpoints/")):
         run_dir = tmp_path / marker.replace("/", "_")
         (run_dir / marker).parent.mkdir(parents=True)
         (run_dir / marker).write_text("an earlier run\n")
@@ -312,6 +311,8 @@ def test_num_workers_defaults_to_auto_everywhere_and_bad_values_name_the_key(
                 load_recipe("esc50", mode, overrides={"num_workers": bad})
     with pytest.raises(AsitError, match="num_workers"):
         resolve_num_workers(True)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [resolve_num_workers("auto", processes=n) for n in (1, 2, 8, 16)] == [8, 7, 1, 0]   # DDP ranks share
 
 
 def test_only_the_jobs_first_process_checks_and_clears_the_run_folder(tmp_path: Path,
@@ -320,6 +321,8 @@ def test_only_the_jobs_first_process_checks_and_clears_the_run_folder(tmp_path: 
     from upstream.pretrain import check_run_dir, remove_earlier_run
 
     (tmp_path / "config.yaml").write_text("rank 0 wrote this\n")
+    check_run_dir(tmp_path, None, overwrite=False)     # a config alone: a run that died early, or another rank's
+    (tmp_path / "encoder.pt").write_text("an earlier run\n")
     with pytest.raises(AsitError, match="already holds an earlier run"):
         check_run_dir(tmp_path, None, overwrite=False)
     for name in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
@@ -331,4 +334,4 @@ def test_only_the_jobs_first_process_checks_and_clears_the_run_folder(tmp_path: 
     with pytest.raises(AsitError, match="--resume and --overwrite contradict each other"):
         check_run_dir(tmp_path, "auto", overwrite=True)
     remove_earlier_run(tmp_path)
-    assert not (tmp_path / "config.yaml").exists()
+    assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "encoder.pt").exists()

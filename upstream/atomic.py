@@ -1,9 +1,10 @@
 """Atomic file replacement: readers (and a later resume) see the old file or the new one, never half of one.
 
-The new file gets the mode an ordinary `open(path, "w")` would give it (0666 less the process umask), not the 0600
-of the temporary file it starts as. A failed write (full disk, read-only or missing folder, the target being a
-folder) removes the temporary file and raises `FileWriteError`: an `AsitError` (the CLI prints one line naming the
-target) that is also an `OSError` (callers catching OSError keep working).
+The new file gets the mode an ordinary `open(path, "w")` gives a new file (0666 less the process umask), not the
+0600 of the temporary file it starts as; a replaced file's own mode is not kept. A failed write (full disk,
+read-only or missing folder, the target being a folder) removes the temporary file and raises `FileWriteError`: an
+`AsitError` (the CLI prints one line naming the target) that is also an `OSError` (callers catching OSError keep
+working).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -63,8 +64,13 @@ def read_checkpoint(path: str | Path) -> Any:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
+    """torch.save through `atomic_write`, serialised in memory first: torch's zip writer turns a failing write (a
+    full disk) into a RuntimeError about stream positions, whereas a plain write keeps the OSError that
+    `atomic_write` reports as `cannot write PATH: No space left on device`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_write(path) as handle:
-        torch.save(obj, handle)
+        handle.write(buffer.getbuffer())
 
 
 def save_encoder(path: str | Path, encoder: AudioEncoder, frontend: FrontendConfig,
@@ -256,13 +262,9 @@ def _from_state_dict(path: Path, state: Mapping[str, Any], source: str, frontend
 
 
 def _load_strict(path: Path, encoder: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or shapes:
-        raise AsitError(_mismatch_message(path, missing, unexpected, shapes))
+    problem = state_dict_mismatch(state, encoder.state_dict())
+    if problem:
+        raise AsitError(f"checkpoint {path} does not match the encoder: {problem}")
     broken = [k for k in sorted(state) if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
     if broken:
         raise AsitError(f"checkpoint {path} holds NaN or Inf in {', '.join(broken[:5])}"
@@ -270,13 +272,32 @@ def _load_strict(path: Path, encoder: torch.nn.Module, state: Mapping[str, torch
     encoder.load_state_dict(state, strict=True)
 
 
-def _mismatch_message(path: Path, missing: list[str], unexpected: list[str], shapes: list[str] | None = None) -> str:
+SHOWN = 3   # mismatching keys named in a message
+
+
+def _shape(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return "x".join(str(d) for d in shape) if shape is not None and len(shape) else "scalar"
+
+
+def state_dict_mismatch(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
+    """What keeps `saved` from loading strictly into a module whose state dict is `expected`, in words (None: it
+    fits): keys whose shapes differ (checkpoint vs model), then keys only one side has."""
+    wrong = [f"{key} {_shape(saved[key])} in the checkpoint vs {_shape(value)} in the model"
+             for key, value in expected.items() if key in saved and tuple(getattr(saved[key], "shape", ())) !=
+             tuple(getattr(value, "shape", ()))]
+    missing = [key for key in expected if key not in saved]
+    unexpected = [key for key in saved if key not in expected]
     parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes or [])):
-        if items:
-            shown = ", ".join(items[:5]) + (f", … ({len(items)} in all)" if len(items) > 5 else "")
-            parts.append(f"{label}: {shown}")
-    return f"checkpoint {path} does not match the encoder: " + "; ".join(parts)
+    if wrong:
+        parts.append(f"{len(wrong)} tensor(s) differ in shape: {'; '.join(wrong[:SHOWN])}"
+                     + ("; …" if len(wrong) > SHOWN else ""))
+    if missing:
+        parts.append(f"it lacks {len(missing)} key(s) of the model, e.g. {', '.join(missing[:SHOWN])}")
+    if unexpected:
+        parts.append(f"it holds {len(unexpected)} key(s) the model does not have, e.g. "
+                     f"{', '.join(unexpected[:SHOWN])}")
+    return "; ".join(parts) or None
 
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:

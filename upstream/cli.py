@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 from typing import Sequence
 
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stdout.flush()
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise                           # a pipe of our own (a subprocess, a socket) broke: a real error
         # the reader went away: send what is still buffered to /dev/null so the interpreter's own flush at exit
         # cannot raise again, and exit without a traceback
         try:
@@ -75,6 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         return 1
     return status
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end was closed (poll reports POLLERR on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):     # no poll (Windows) or no file descriptor: trust the error
+        return True
 
 
 def _main(argv: Sequence[str] | None) -> int:

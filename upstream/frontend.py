@@ -198,18 +198,21 @@ class Frontend:
         """Mono waveform at `config.sample_rate` -> normalised fbank [frames, mel]."""
         return self.normalise(self.fbank(wave))
 
-    def padded(self, wave: torch.Tensor, frames: int) -> torch.Tensor:
-        """Normalised fbank of a mono waveform, padded at the end to at least `frames` frames the way the encoder's
-        pretraining padded: `silence` zero-pads the (mean-removed) waveform before the fbank, so the frames that
-        straddle the clip's end hold its last samples, as in the official ASiT pipeline; `mean` pads with 0."""
-        if self.config.pad_with == "silence":
-            wave = self._centred(wave)
-            missing = self.config.samples_for(frames) - wave.numel()
+    def padded(self, wave: torch.Tensor, frames: int, before: int = 0) -> torch.Tensor:
+        """Normalised fbank of a mono waveform with `before` padded frames in front and padded at the end to at
+        least `frames` frames in all, the way the encoder's pretraining padded: `silence` zero-pads the raw waveform
+        (by `before` hops in front) before its mean is removed and the fbank computed, as the official ASiT pipeline
+        does, so frames that straddle the clip's edges hold its first / last samples; `mean` pads the fbank with 0."""
+        config = self.config
+        if config.pad_with == "silence":
+            wave = torch.nn.functional.pad(wave, (before * config.hop_samples, 0))
+            missing = config.samples_for(frames) - wave.shape[-1]
             if missing > 0:
                 wave = torch.nn.functional.pad(wave, (0, missing))
-            return self.normalise(self._kaldi(wave))
+            return self.normalise(self._kaldi(self._centred(wave)))
         fbank = self(wave)
-        return pad_or_crop(fbank, max(frames, fbank.shape[0]))
+        fbank = torch.nn.functional.pad(fbank, (0, 0, before, 0), value=config.pad_value)
+        return pad_or_crop(fbank, max(frames, fbank.shape[0]), value=config.pad_value)
 
     def from_file(self, path: str | Path) -> torch.Tensor:
         try:

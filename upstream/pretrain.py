@@ -18,9 +18,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 
+from .atomic import atomic_write_text
 from .checkpoint import save_encoder
 from .errors import AsitError
-from .tensorboard_shim import tensorboard_without_tensorflow
 from .frontend import STATS_MAX_FILES, estimate_stats
 from .health import read_metrics, run_report  # noqa: F401 (read_metrics re-exported)
 from .objectives import build_objective
@@ -30,6 +30,7 @@ from .pretrain_data import PretrainDataModule, check_data_needs, list_clips
 from .resume import check_checkpoint_fits
 from .rng import collect_rng_states, restore_rng_states
 from .schedules import TrainingProgress, cosine
+from .tensorboard_shim import tensorboard_without_tensorflow
 from .workers import worker_errors
 
 BUDGET_MARGIN = 0.9   # share of the time left that the time budget's step estimate plans to use
@@ -284,12 +285,14 @@ def resolve_resume(run_dir: Path, resume: str | None) -> str | None:
 
 
 # what a run leaves in its folder (besides what others add): an earlier run is recognised by, and --overwrite removes
-RUN_MARKERS = ("checkpoints", "encoder.pt", "config.yaml")
-RUN_OUTPUTS = (*RUN_MARKERS, "summary.json", "logs", "tensorboard")
+# what an earlier run leaves that would be lost: a config.yaml alone is a run that died before its first checkpoint
+# (a typo in data.source), or another rank's start under torchrun / SLURM, so it does not count
+RUN_MARKERS = ("checkpoints", "encoder.pt")
+RUN_OUTPUTS = (*RUN_MARKERS, "config.yaml", "summary.json", "logs", "tensorboard")
 
 
 def earlier_run(run_dir: Path) -> list[str]:
-    """The marks of an earlier run in `run_dir` (a non-empty checkpoints/, encoder.pt, config.yaml); [] if none."""
+    """The marks of an earlier run in `run_dir` (a non-empty checkpoints/, encoder.pt); [] if none."""
     found = []
     for name in RUN_MARKERS:
         path = run_dir / name
@@ -366,7 +369,7 @@ def run_pretraining(config: PretrainConfig, resume: str | None = None,
     config = resolve_frontend_stats(config)
     if overwrite:
         remove_earlier_run(run_dir)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = PretrainModule(config)
     if ckpt_path is not None:
@@ -383,7 +386,7 @@ def run_pretraining(config: PretrainConfig, resume: str | None = None,
         summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
                    "schedule_steps": module.schedule_steps(), "budget_steps": module.budget_steps,
                    "seconds": round(time.time() - started, 1), "encoder": str(run_dir / "encoder.pt")}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         if report:
             print("\n".join([f"[asit pretrain] {trainer.global_step} optimizer steps in {summary['seconds']:.0f} s; "
                               f"summary of {run_dir}:", *run_report(run_dir)]), flush=True)

@@ -289,6 +289,7 @@ class PretrainDataModule(L.LightningDataModule):
         sampler = EpochSeededSampler(self.dataset, num_replicas=replicas, rank=rank, shuffle=True,
                                      seed=self.seed, drop_last=True)
         return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=resolve_num_workers(self.config.num_workers, "data.num_workers"),
+                          num_workers=resolve_num_workers(self.config.num_workers, "data.num_workers",
+                                                          processes=trainer.num_devices if trainer is not None else 1),
                           persistent_workers=False,
                           pin_memory=torch.cuda.is_available())

@@ -8,40 +8,12 @@ and names the file and the first mismatching keys with both shapes, in one line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from torch import nn
 
-from .checkpoint import EXPORT_FORMAT, read_checkpoint
+from .checkpoint import EXPORT_FORMAT, read_checkpoint, state_dict_mismatch
 from .errors import AsitError
-
-SHOWN = 3   # mismatching keys named in the message
-
-
-def _shape(value: Any) -> str:
-    shape = getattr(value, "shape", None)
-    return "x".join(str(d) for d in shape) if shape is not None and len(shape) else "scalar"
-
-
-def state_dict_mismatch(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
-    """What keeps `saved` from loading strictly into a module whose state dict is `expected`, in words (None: it
-    fits): keys whose shapes differ (checkpoint vs model), then keys only one side has."""
-    wrong = [f"{key} {_shape(saved[key])} in the checkpoint vs {_shape(value)} in the model"
-             for key, value in expected.items() if key in saved and tuple(getattr(saved[key], "shape", ())) !=
-             tuple(getattr(value, "shape", ()))]
-    missing = [key for key in expected if key not in saved]
-    unexpected = [key for key in saved if key not in expected]
-    parts = []
-    if wrong:
-        parts.append(f"{len(wrong)} tensor(s) differ in shape: {'; '.join(wrong[:SHOWN])}"
-                     + ("; …" if len(wrong) > SHOWN else ""))
-    if missing:
-        parts.append(f"it lacks {len(missing)} key(s) of the model, e.g. {', '.join(missing[:SHOWN])}")
-    if unexpected:
-        parts.append(f"it holds {len(unexpected)} key(s) the model does not have, e.g. "
-                     f"{', '.join(unexpected[:SHOWN])}")
-    return "; ".join(parts) or None
-
 
 def check_checkpoint_fits(path: str | Path, module: nn.Module, what: str = "checkpoint") -> None:
     """Refuse (one AsitError naming `path`) a Lightning checkpoint whose `state_dict` does not load strictly into

@@ -219,32 +219,35 @@ class EncoderRuntime(nn.Module):
     def resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
         return resolve_layers(layers, self.depth)
 
+    def chunk_spans(self, total: int) -> list[tuple[int, int, int]]:
+        """(first frame, padded length, frames of audio) of each chunk a clip of `total` fbank frames is cut into."""
+        step, chunk = self.frames_per_column, self.chunk_frames
+        spans = []
+        for c in range(max(1, math.ceil(total / chunk))):
+            held = min(chunk, total - c * chunk)
+            length = chunk if self.options.padding == "chunk" else step * math.ceil(max(held, 1) / step)
+            spans.append((c * chunk, length, held))
+        return spans
+
     def layout_frames(self, total: int) -> int:
         """Frames a clip of `total` fbank frames occupies once cut into chunks and padded."""
-        step, chunk = self.frames_per_column, self.chunk_frames
-        chunks = max(1, math.ceil(total / chunk))
-        held = total - (chunks - 1) * chunk
-        last = chunk if self.options.padding == "chunk" else step * math.ceil(max(held, 1) / step)
-        return (chunks - 1) * chunk + last
+        start, length, _ = self.chunk_spans(total)[-1]
+        return start + length
 
-    def laid_out(self, waves: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
-        """Per clip: its normalised fbank already padded to the frames its chunks cover (`Frontend.padded`), and
-        the frames that hold audio."""
+    def laid_out(self, waves: Sequence[torch.Tensor], before: int = 0) -> tuple[list[torch.Tensor], list[int]]:
+        """Per clip: its normalised fbank already padded to the frames its chunks cover (`Frontend.padded`, with
+        `before` padded frames in front: HEAR's shifted timestamp passes), and the frames counted as the clip's."""
         config = self.frontend.config
-        totals = [config.num_frames(int(w.shape[-1])) for w in waves]
-        return [self.frontend.padded(w, self.layout_frames(t)) for w, t in zip(waves, totals)], totals
+        totals = [config.num_frames(int(w.shape[-1])) + before for w in waves]
+        feats = [self.frontend.padded(w, self.layout_frames(t), before) for w, t in zip(waves, totals)]
+        return feats, totals
 
     def _chunks(self, feats: Sequence[torch.Tensor], totals: Sequence[int]) -> list[tuple[int, torch.Tensor, int]]:
         """(clip, padded chunk [frames, F], frames of audio in it) covering every clip."""
-        step, chunk = self.frames_per_column, self.chunk_frames
         fill = self.frontend.config.pad_value
-        out = []
-        for clip, (fb, total) in enumerate(zip(feats, totals)):
-            for c in range(max(1, math.ceil(total / chunk))):
-                held = min(chunk, total - c * chunk)
-                length = chunk if self.options.padding == "chunk" else step * math.ceil(max(held, 1) / step)
-                out.append((clip, pad_or_crop(fb, length, c * chunk, value=fill), held))
-        return out
+        return [(clip, pad_or_crop(fb, length, start, value=fill), held)
+                for clip, (fb, total) in enumerate(zip(feats, totals))
+                for start, length, held in self.chunk_spans(total)]
 
     def forward_features(self, feats: Sequence[torch.Tensor], layers: list[int],
                          num_frames: Sequence[int] | None = None) -> RuntimeOutput:

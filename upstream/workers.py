@@ -21,11 +21,12 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def resolve_num_workers(value: Any, key: str = "num_workers") -> int:
-    """`auto` -> min(8, usable cores - 1), at least 0 (one core is left to the training process itself); a whole
-    number >= 0 is used as given; anything else is refused with an error naming `key`."""
+def resolve_num_workers(value: Any, key: str = "num_workers", processes: int = 1) -> int:
+    """`auto` -> min(8, usable cores / `processes` - 1), at least 0: the cores are shared by the training processes
+    of this machine (DDP ranks), and each leaves one core to itself; a whole number >= 0 is used as given; anything
+    else is refused with an error naming `key`."""
     if value == AUTO:
-        return max(0, min(MAX_AUTO_WORKERS, usable_cores() - 1))
+        return max(0, min(MAX_AUTO_WORKERS, usable_cores() // max(1, processes) - 1))
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     raise AsitError(f"{key} must be 'auto' or a whole number >= 0, got {value!r}")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from upstream.errors import AsitError
 
@@ -30,11 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..table import write_comparison, write_leaderboard
+    from ..table import output_folder, write_comparison, write_leaderboard
 
     results = args.results or ["results"]
-    if Path(args.out).exists() and not Path(args.out).is_dir():      # before reading and bootstrapping the stores
-        raise AsitError(f"--out {args.out} is a file; --out names the folder the tables are written into")
+    output_folder(args.out)                                  # refused before reading and bootstrapping the stores
     if args.resamples < 1:
         raise AsitError(f"--resamples must be at least 1, not {args.resamples}")
     if args.compare:
