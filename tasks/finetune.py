@@ -50,7 +50,6 @@ from upstream.frontend import Frontend, FrontendConfig, pad_or_crop
 from upstream.runtime import check_pooling, pool_scene, scene_dim, step_vectors
 from upstream.resume import check_checkpoint_fits
 from upstream.teachers import TeacherConfig, load_teacher
-from upstream.workers import worker_errors
 
 from .api import EncoderSpec, TaskResult
 from .datasets import Example
@@ -435,8 +434,7 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
             check_checkpoint_fits(resume, module, "interrupted run's checkpoint")
         except AsitError as exc:
             raise AsitError(f"{exc}; delete {work_dir} (or choose another work folder) to start afresh") from None
-    with warnings.catch_warnings(), worker_errors():   # worker_errors: a corrupt clip's own one-line error
-        # a validation_step without validation data is this recipe's choice
+    with warnings.catch_warnings():       # a validation_step without validation data is this recipe's choice
         warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`")
         trainer.fit(module, train_loader, eval_loader(data.valid) if validate else None,
                     ckpt_path=str(resume) if resume else None)

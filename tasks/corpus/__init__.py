@@ -18,9 +18,6 @@ to GENERATORS, add the field(s) to CorpusPaths and bump CORPUS_VERSION.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +25,7 @@ from typing import Any, Callable
 from upstream.errors import AsitError
 
 from . import audioset, esc50, speechcommands, synth, unlabeled, voxceleb1
-from .writer import ClipWriter, read_json_manifest, swap_into_place, tree_hash
+from .writer import ClipWriter, read_json_manifest, staged, tree_hash
 
 CORPUS_VERSION = 2
 MANIFEST = "corpus.json"
@@ -99,17 +96,8 @@ def generate_corpus(out_dir: Path, seed: int = 0, *, force: bool = False, worker
                         "choose another folder")
     synth.require_tools()
 
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        staging.mkdir(parents=True)
-    except OSError as exc:
-        raise AsitError(f"cannot create the corpus next to {out_dir}: {exc.strerror or exc}") from exc
-    try:
+    with staged(out_dir, "the corpus") as staging:
         manifest = _build(staging, seed, workers)
-        swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return _paths(out_dir, manifest)
 
 

@@ -13,11 +13,14 @@ import os
 import secrets
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import soundfile as sf
+
+from upstream.errors import AsitError
 
 
 def rng_for(seed: int, *key: object) -> np.random.Generator:
@@ -84,6 +87,23 @@ class ClipWriter:
             for future in self._futures:
                 future.cancel()
             self._pool.shutdown(wait=True)
+
+
+@contextmanager
+def staged(out_dir: Path, what: str) -> Iterator[Path]:
+    """A fresh staging folder beside `out_dir` to build `what` (e.g. "the corpus") into: swapped into place when the
+    block ends without error, removed when it raises (kill -9 leaves only a hidden `.partial-*` folder)."""
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise AsitError(f"cannot create {what} next to {out_dir}: {exc.strerror or exc}") from exc
+    try:
+        yield staging
+        swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def swap_into_place(staging: Path, out_dir: Path) -> None:

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import soundfile as sf
 
-from tasks.corpus.writer import ClipWriter, read_json_manifest, swap_into_place, tree_hash
+from tasks.corpus.writer import ClipWriter, read_json_manifest, staged, tree_hash
 from upstream.errors import AsitError
 
 from . import esc, speechcommands, voxceleb
@@ -103,12 +100,7 @@ def build_devsets(out_dir: Path, seed: int = 0, *, sources: Path | None = None, 
              for p in packages[name].glob(pats, s.files.exclude)]
     require_tools(decoders_needed(files))
 
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        staging.mkdir(parents=True)
-    except OSError as exc:
-        raise AsitError(f"cannot create the dev sets next to {out_dir}: {exc.strerror or exc}") from exc
-    try:
+    with staged(out_dir, "the dev sets") as staging:
         summaries: dict[str, dict[str, Any]] = {}
         finish: list[Callable[[], None]] = []
         with ClipWriter(workers) as writer:
@@ -124,10 +116,6 @@ def build_devsets(out_dir: Path, seed: int = 0, *, sources: Path | None = None, 
         for step in finish:
             step()
         _write_manifest(staging, seed, cat, packages, summaries)
-        swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return _paths(out_dir)
 
 
