@@ -104,6 +104,17 @@ def test_torch_load_allows_namespace_but_keeps_weights_only(shims: None, tmp_pat
         torch.load(tmp_path / "evil.ckpt", map_location="cpu")
 
 
+def test_loading_our_checkpoints_keeps_the_allow_list(shims: None, tmp_path: Path) -> None:
+    """A sweep trains (loading the encoder through upstream.checkpoint) then evaluates in one process: torch's
+    safe_globals context would remove Namespace on exit, and s3prl's `-m evaluate` load would then fail."""
+    from upstream.checkpoint import read_checkpoint
+
+    path = tmp_path / "states-4.ckpt"
+    torch.save({"Args": argparse.Namespace(upstream="asit_local"), "Step": 4}, path)
+    assert read_checkpoint(path)["Step"] == 4
+    assert torch.load(path, map_location="cpu")["Args"].upstream == "asit_local"
+
+
 def test_voxceleb1_cache_key_follows_data_folder_and_split_content(tmp_path: Path) -> None:
     split = tmp_path / "iden_split.txt"
     split.write_text("1 id10001/v/00001.wav\n")

@@ -51,6 +51,10 @@ def read_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise AsitError(f"checkpoint {path} does not exist")
     try:
+        # torch's safe_globals context removes its classes on exit even when they were allow-listed before it
+        # (the s3prl launcher allow-lists Namespace for the whole process), so it is entered only when needed
+        if argparse.Namespace in torch.serialization.get_safe_globals():
+            return torch.load(path, map_location="cpu", weights_only=True)
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
