@@ -96,7 +96,8 @@ def stage_leaderboard(ctx: Any, runner: Runner | None = None) -> None:
                                        "ran": len(report.succeeded),
                                        "already_in_store": len(report.already_in_store),
                                        "failed": len(report.failed)}
-    ctx.log("leaderboard (mean ± std over seeds × folds, %):\n" + files.text)
+    ctx.report["leaderboard_audit"] = files.audit
+    ctx.log("leaderboard (mean ± std over seeds × folds, %):\n" + files.text + "\n" + files.audit)
     ctx.log(f"leaderboard written to {files.markdown} (+ .csv, .tex, .png)")
     if report.failed:
         raise AsitError(f"{len(report.failed)} leaderboard cell(s) failed, e.g. {report.failed[0][0]}: "

@@ -11,6 +11,10 @@ baseline and random-init twins — are marked in the `Kind` column and listed ri
 Outputs (`write_leaderboard`): leaderboard.md, leaderboard.csv (the same wide table), leaderboard_long.csv (one
 numeric row per model × mode × task × protocol: mean, std, interval, n, seeds, folds), leaderboard.tex and
 leaderboard.png. `write_comparison` writes compare_<A>_vs_<B>.csv/.md: paired differences of two encoders.
+
+Audit fields (docs/benchmarks.md): finetune cells show the test score at the best-valid epoch or at the last one
+(`epoch`, `select_epoch`); every column lists the data fingerprint its rows saw and flags one whose rows saw different
+data; the `Cost` column sums the rows' recorded compute (wall time, encoder forwards).
 """
 
 from __future__ import annotations
@@ -42,10 +46,15 @@ PRETRAINED, FLOOR_FBANK, FLOOR_RANDOM = "pretrained", "floor: fbank stats", "flo
 KIND_ORDER = {PRETRAINED: 0, FLOOR_FBANK: 1, FLOOR_RANDOM: 2}      # floors listed right after the pretrained rows
 FBANK_ARCH = "fbank_stats"
 INDEX = ["Model", "Kind", "Pretraining", "Mode", "Source"]
+AUDIT_COLUMNS = ["epoch", "data", "data_clips", "data_missing", "data_unrecorded", "wall_s", "encoder_forwards",
+                 "peak_memory_mb", "device", "precision", "cost_unrecorded"]
 LONG_COLUMNS = ["source", "model", "kind", "pretraining", "mode", "task", "protocol", "metric", "mean", "std",
-                "ci_low", "ci_high", "ci_basis", "n", "seeds", "folds"]
+                "ci_low", "ci_high", "ci_basis", "n", "seeds", "folds", *AUDIT_COLUMNS]
 AGGREGATE_COLUMNS = ["encoder", "kind", "pretraining", "init", "task", "mode", "protocol", "metric", "mean", "std",
-                     "ci_low", "ci_high", "ci_basis", "n", "seeds", "folds"]
+                     "ci_low", "ci_high", "ci_basis", "n", "seeds", "folds", *AUDIT_COLUMNS]
+EPOCHS = ("best", "last")
+COST_COLUMN = "Cost"
+FLAG = "⚠ "                               # prefix of a column whose rows saw different data
 
 
 # ------------------------------------------------------------------------------------------------------ reading
@@ -74,6 +83,41 @@ def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 def _arch(extra: Any) -> str:
     return str(extra.get("encoder_arch") or "") if isinstance(extra, dict) else ""
+
+
+def _extra(extra: Any, *path: str) -> Any:
+    """extra[path[0]][path[1]]…, or None where a level is missing (older rows, HEAR and s3prl rows)."""
+    for name in path:
+        if not isinstance(extra, dict):
+            return None
+        extra = extra.get(name)
+    return extra
+
+
+def select_epoch(rows: pd.DataFrame, epoch: str = "best") -> pd.DataFrame:
+    """Finetune rows at the epoch asked for: `best` = the best-valid epoch where the recipe selected on a valid split,
+    else the last (there is no best without one); `last` = the last epoch. Each such row's value and predictions
+    become that epoch's (`extra.epoch_scores`); `epoch` says which a row shows ("" for rows without epochs: probes,
+    HEAR, s3prl, finetune rows stored before both were kept)."""
+    if epoch not in EPOCHS:
+        raise AsitError(f"--epoch must be one of {', '.join(EPOCHS)}, not {epoch!r}")
+    rows = rows.copy()
+    if "extra" not in rows:
+        rows["extra"] = None
+    values, extras, shown = [], [], []
+    for value, extra in zip(rows["value"], rows["extra"]):
+        scores = _extra(extra, "epoch_scores")
+        entry_name = epoch if isinstance(scores, dict) and epoch in scores else "last"
+        entry = scores.get(entry_name) if isinstance(scores, dict) else None
+        if not isinstance(entry, dict) or entry.get("value") is None:
+            values.append(value)
+            extras.append(extra)
+            shown.append(str(_extra(extra, "reported_epoch") or ""))
+            continue
+        values.append(float(entry["value"]))
+        extras.append({**extra, "predictions": entry.get("predictions")})
+        shown.append(entry_name)
+    return rows.assign(value=values, extra=extras, epoch=shown)
 
 
 def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -127,8 +171,40 @@ def aggregate(rows: pd.DataFrame, *, intervals: bool = False, resamples: int = R
             interval = bootstrap_interval(values, predictions, resamples=resamples, seed=seed)
             low, high = 100.0 * interval.low, 100.0 * interval.high
             basis = interval.basis or f"none ({why or 'undefined on resamples'})"
-        records.append({**record, "ci_low": low, "ci_high": high, "ci_basis": basis})
+        records.append({**record, "ci_low": low, "ci_high": high, "ci_basis": basis, **audit_fields(group)})
     return pd.DataFrame(records, columns=AGGREGATE_COLUMNS)
+
+
+def _joined(values: Any) -> str:
+    return ",".join(sorted({str(v) for v in values if v not in (None, "") and not pd.isna(v)}))
+
+
+def audit_fields(group: pd.DataFrame) -> dict[str, Any]:
+    """What one table cell's runs saw and cost: the epochs shown, the data fingerprints (digests, joined; clips and
+    missing clips of the first; rows without one), and the compute summed over runs (wall time, encoder forwards),
+    the largest peak memory, devices and precisions (rows without a compute record counted)."""
+    extras = list(group["extra"]) if "extra" in group else [None] * len(group)
+    prints = [_extra(e, "data_fingerprint") for e in extras]
+    recorded = [p for p in prints if isinstance(p, dict) and p.get("digest")]
+    compute = [c for c in (_extra(e, "compute") for e in extras) if isinstance(c, dict)]
+
+    def total(name: str) -> float:
+        numbers = [float(c[name]) for c in compute if isinstance(c.get(name), (int, float))]
+        return float(sum(numbers)) if numbers else float("nan")
+
+    clips = _extra(recorded[0], "clips") if recorded else None
+    peaks = [float(c["peak_memory_mb"]) for c in compute if isinstance(c.get("peak_memory_mb"), (int, float))]
+    return {
+        "epoch": _joined(group["epoch"]) if "epoch" in group else "",
+        "data": _joined(p["digest"] for p in recorded),
+        "data_clips": float(sum(clips.values())) if isinstance(clips, dict) else float("nan"),
+        "data_missing": float(recorded[0].get("missing", 0) or 0) if recorded else float("nan"),
+        "data_unrecorded": len(prints) - len(recorded),
+        "wall_s": total("wall_s"), "encoder_forwards": total("encoder_forwards"),
+        "peak_memory_mb": max(peaks) if peaks else float("nan"),
+        "device": _joined(c.get("device") for c in compute), "precision": _joined(c.get("precision") for c in compute),
+        "cost_unrecorded": len(extras) - len(compute),
+    }
 
 
 def load_reference(path: str | Path = REFERENCE_FILE) -> pd.DataFrame:
@@ -149,8 +225,15 @@ def load_reference(path: str | Path = REFERENCE_FILE) -> pd.DataFrame:
                             "kind": kind, "pretraining": row["pretraining"], "mode": row["mode"], "task": task,
                             "protocol": protocols[task], "metric": metrics[task], "mean": float(value),
                             "std": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "ci_basis": "",
-                            "n": float("nan"), "seeds": float("nan"), "folds": float("nan")})
+                            "n": float("nan"), "seeds": float("nan"), "folds": float("nan"),
+                            **QUOTED_AUDIT})
     return pd.DataFrame(records, columns=LONG_COLUMNS)
+
+
+# quoted rows record none of the audit fields
+QUOTED_AUDIT = {"epoch": "", "data": "", "data_clips": float("nan"), "data_missing": float("nan"),
+                "data_unrecorded": 0, "wall_s": float("nan"), "encoder_forwards": float("nan"),
+                "peak_memory_mb": float("nan"), "device": "", "precision": "", "cost_unrecorded": 0}
 
 
 def long_table(results: pd.DataFrame, reference: pd.DataFrame | None = None, *, resamples: int = RESAMPLES,
@@ -207,8 +290,10 @@ def _row_order(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(_kind=kind, _mode=rows["Mode"]).sort_values(["_kind", "Model", "_mode"])
 
 
-def wide_table(long: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
-    """The leaderboard: one row per (model, pretraining, mode, source), one column per (task, metric, protocol)."""
+def wide_table(long: pd.DataFrame, pm: str = "±", *, cost: bool = True) -> pd.DataFrame:
+    """The leaderboard: one row per (model, pretraining, mode, source), one column per (task, metric, protocol),
+    flagged `⚠` when its rows saw different data (`data_mismatches`), and, with `cost`, the row's `Cost` (when any
+    run recorded its compute)."""
     if not len(long):
         return pd.DataFrame(columns=INDEX)
     frame = long.copy()
@@ -223,6 +308,8 @@ def wide_table(long: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
             frame[name] = float("nan")
     frame["cell"] = [format_cell(m, s, n, pm, lo, hi) for m, s, n, lo, hi in zip(
         frame["mean"], frame["std"], frame["n"], frame["ci_low"], frame["ci_high"])]
+    mixed = set(data_mismatches(frame))
+    frame["column"] = [FLAG + c if c in mixed else c for c in frame["column"]]
     order = (frame.assign(_task=[_task_order(t) for t in frame["task"]])
              .sort_values(["_task", "protocol"])["column"].drop_duplicates().tolist())
     wide = frame.pivot_table(index=INDEX, columns="column", values="cell", aggfunc="first", sort=False)
@@ -230,7 +317,59 @@ def wide_table(long: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
     rows = _row_order(frame[INDEX].drop_duplicates())
     wide = wide.reindex(pd.MultiIndex.from_frame(rows[INDEX])).reset_index()
     wide.columns.name = None
+    if cost and "wall_s" in frame and frame["wall_s"].astype(float).notna().any():
+        costs = {tuple(key): cost_text(group) for key, group in frame.groupby(INDEX, sort=False)}
+        wide[COST_COLUMN] = [costs.get(tuple(key), "—") for key in wide[INDEX].itertuples(index=False)]
     return wide
+
+
+def _ours(long: pd.DataFrame) -> pd.DataFrame:
+    return long[long["source"] == OURS] if len(long) and "source" in long else long.iloc[0:0]
+
+
+def data_mismatches(long: pd.DataFrame) -> dict[str, dict[str, list[str]]]:
+    """Columns whose measured rows saw more than one data fingerprint: column label -> digest -> the models (with
+    mode) that saw it. Rows without a fingerprint are not counted here (the legend counts them)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    ours = _ours(long)
+    if not len(ours) or "data" not in ours:
+        return out
+    for (task, metric, protocol), group in ours.groupby(["task", "metric", "protocol"], sort=False):
+        seen: dict[str, list[str]] = {}
+        for model, mode, digests in zip(group["model"], group["mode"], group["data"]):
+            for digest in filter(None, str(digests or "").split(",")):
+                seen.setdefault(digest, []).append(f"{model} ({_mode_label(mode)})")
+        if len(seen) > 1:
+            out[column_label(task, metric, protocol)] = seen
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 600:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3 * 3600 else f"{seconds / 3600:.1f} h"
+
+
+def _count(number: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if number >= scale:
+            return f"{number / scale:.1f}{suffix}"
+    return f"{number:.0f}"
+
+
+def cost_text(cells: pd.DataFrame) -> str:
+    """A leaderboard row's cost: wall time and encoder forwards (chunks) summed over its cells' runs; "—" when no
+    run of the row recorded its compute (quoted, HEAR and s3prl rows, rows stored before compute was recorded), and
+    a `+` when some did not."""
+    wall = cells["wall_s"].astype(float)
+    if not wall.notna().any():
+        return "—"
+    forwards = cells["encoder_forwards"].astype(float)
+    text = f"{_duration(float(wall.sum()))}"
+    if forwards.notna().any() and float(forwards.sum()) > 0:
+        text += f", {_count(float(forwards.sum()))} fwd"
+    partial = wall.isna().any() or cells["cost_unrecorded"].fillna(0).astype(int).sum() > 0
+    return text + ("+" if partial else "")
 
 
 # ------------------------------------------------------------------------------------------------------ writing
@@ -243,6 +382,7 @@ class LeaderboardFiles:
     latex: Path
     png: Path
     text: str                            # the Markdown table
+    audit: str = ""                      # the legend's audit part: epochs shown, data fingerprints, cost
 
 
 def to_markdown(wide: pd.DataFrame) -> str:
@@ -257,7 +397,7 @@ def to_latex(long: pd.DataFrame, caption: str = "Leaderboard") -> str:
     styler = styler.format(lambda cell: cell.replace("(n=", "($n$="), subset=values)
     latex = styler.to_latex(hrules=True, caption=caption, label="tab:leaderboard", position="t",
                             column_format="l" * len(INDEX) + "r" * len(values))
-    return latex.replace("→", r"$\rightarrow$").replace("—", "--")
+    return latex.replace("→", r"$\rightarrow$").replace("—", "--").replace(FLAG.strip(), r"$\dagger$")
 
 
 def _tick_label(column: str, width: int = 20) -> str:
@@ -325,17 +465,19 @@ def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
 
 def write_leaderboard(results: Sequence[str | Path], out_dir: str | Path, *, reference: bool = True,
                       title: str = "Leaderboard", keys: Collection[str] | None = None, resamples: int = RESAMPLES,
-                      seed: int = SEED) -> LeaderboardFiles:
+                      seed: int = SEED, epoch: str = "best") -> LeaderboardFiles:
     """Read the stores, build the tables and write all five files into `out_dir`. `keys`: only these cells (e.g.
     one suite's grid, leaving out rows of earlier versions of its recipes that the same store still holds);
-    `resamples`, `seed`: of the bootstrap intervals."""
+    `resamples`, `seed`: of the bootstrap intervals; `epoch`: which finetune epoch the cells show (`select_epoch`)."""
     rows = load_results(results)
     if keys is not None:
         rows = rows[rows["key"].isin(set(keys))]
     if not len(rows):
         raise AsitError(f"no successful results in {', '.join(map(str, results))}")
-    long = long_table(rows, load_reference() if reference else None, resamples=resamples, seed=seed)
-    return write_tables(long, out_dir, title=title, failed=count_failed(results, keys), resamples=resamples)
+    long = long_table(select_epoch(rows, epoch), load_reference() if reference else None, resamples=resamples,
+                      seed=seed)
+    return write_tables(long, out_dir, title=title, failed=count_failed(results, keys), resamples=resamples,
+                        epoch=epoch)
 
 
 def count_failed(paths: Sequence[str | Path], keys: Collection[str] | None = None) -> int:
@@ -367,6 +509,50 @@ def legend(long: pd.DataFrame, *, failed: int = 0, resamples: int = RESAMPLES) -
     return text
 
 
+def audit_legend(ours: pd.DataFrame, epoch: str = "best") -> str:
+    """Which epoch the finetune cells show, the data each column saw (its fingerprint, or the models that saw which
+    when they differ) and what the Cost column sums."""
+    if not len(ours) or "data" not in ours:
+        return ""
+    text = ""
+    shown = ours[ours["epoch"].astype(str) != ""] if "epoch" in ours else ours.iloc[0:0]
+    if len(shown):
+        by_epoch = {name: sorted({column_label(t, m, p) for t, m, p, e in zip(
+            shown["task"], shown["metric"], shown["protocol"], shown["epoch"]) if name in str(e).split(",")})
+            for name in EPOCHS}
+        asked = ("the best-valid epoch where the recipe selects on a valid split, else the last epoch"
+                 if epoch == "best" else "the last epoch")
+        text += (f"\nFinetune cells show the test score at {asked} (`asit table --epoch {epoch}`; both are stored): "
+                 + "; ".join(f"{name} in {', '.join(cols)}" for name, cols in by_epoch.items() if cols) + ".\n")
+    mismatches = data_mismatches(ours)
+    lines = []
+    for (task, metric, protocol), group in ours.groupby(["task", "metric", "protocol"], sort=False):
+        label = column_label(task, metric, protocol)
+        unrecorded = int(group["data_unrecorded"].fillna(0).sum())
+        missing_note = f"; {unrecorded} run(s) recorded no fingerprint" if unrecorded else ""
+        if label in mismatches:
+            seen = "; ".join(f"{digest} by {', '.join(models)}" for digest, models in mismatches[label].items())
+            lines.append(f"- {FLAG}{label}: DIFFERENT DATA — {seen}{missing_note}; these rows are not comparable")
+            continue
+        digests = sorted({d for ds in group["data"] for d in str(ds or "").split(",") if d})
+        if not digests:
+            lines.append(f"- {label}: no fingerprint recorded")
+            continue
+        first = group[group["data"].astype(str) != ""].iloc[0]
+        clips = "" if pd.isna(first["data_clips"]) else f", {int(first['data_clips'])} clips"
+        missing = ("" if pd.isna(first["data_missing"]) else f", {int(first['data_missing'])} listed clip(s) "
+                   "missing or unreadable")
+        lines.append(f"- {label}: {digests[0]}{clips}{missing}{missing_note}")
+    text += ("\nData each column's rows saw (fingerprint: clip names, sizes, labels, splits and SHA-256 of the "
+             "audio bytes):\n" + "\n".join(lines) + "\n")
+    devices = sorted({d for ds in ours["device"] for d in str(ds or "").split(",") if d})
+    precisions = sorted({d for ds in ours["precision"] for d in str(ds or "").split(",") if d})
+    text += ("\nCost: wall time and encoder forwards (chunks) summed over a row's runs; `+`: some runs recorded no "
+             "compute (HEAR and s3prl rows, older rows). Devices: " + (", ".join(devices) or "not recorded")
+             + "; precision: " + (", ".join(precisions) or "not recorded") + ".\n")
+    return text
+
+
 def output_folder(out_dir: str | Path) -> Path:
     """`out_dir`, created if needed; one line naming it when it cannot be (a file there, a read-only parent)."""
     out = Path(out_dir)
@@ -380,14 +566,15 @@ def output_folder(out_dir: str | Path) -> Path:
 
 
 def write_tables(long: pd.DataFrame, out_dir: str | Path, *, title: str = "Leaderboard",
-                 failed: int = 0, resamples: int = RESAMPLES) -> LeaderboardFiles:
+                 failed: int = 0, resamples: int = RESAMPLES, epoch: str = "best") -> LeaderboardFiles:
     out = output_folder(out_dir)
     wide = wide_table(long)
     text = to_markdown(wide)
-    legend_text = legend(long, failed=failed, resamples=resamples)
+    audit = audit_legend(_ours(long), epoch)
+    legend_text = legend(long, failed=failed, resamples=resamples) + audit
     files = LeaderboardFiles(markdown=out / "leaderboard.md", csv=out / "leaderboard.csv",
                              long_csv=out / "leaderboard_long.csv", latex=out / "leaderboard.tex",
-                             png=out / "leaderboard.png", text=text)
+                             png=out / "leaderboard.png", text=text, audit=audit)
     atomic_write_text(files.markdown, f"# {title}\n\n{text}{legend_text}")
     atomic_write_text(files.csv, wide.to_csv(index=False))
     atomic_write_text(files.long_csv, long.to_csv(index=False))
@@ -513,9 +700,11 @@ def _file_part(name: str) -> str:
 
 
 def write_comparison(results: Sequence[str | Path], out_dir: str | Path, a: str, b: str, *, task: str | None = None,
-                     mode: str | None = None, resamples: int = RESAMPLES, seed: int = SEED) -> ComparisonFiles:
-    """`compare` on the stores' successful rows, written to <out_dir>/compare_<A>_vs_<B>.csv and .md."""
-    rows = load_results(results)
+                     mode: str | None = None, resamples: int = RESAMPLES, seed: int = SEED,
+                     epoch: str = "best") -> ComparisonFiles:
+    """`compare` on the stores' successful rows (finetune rows at `epoch`), written to
+    <out_dir>/compare_<A>_vs_<B>.csv and .md."""
+    rows = select_epoch(load_results(results), epoch)
     if not len(rows):
         raise AsitError(f"no successful results in {', '.join(map(str, results))}")
     table, notes = compare(rows, a, b, task=task, mode=mode, resamples=resamples, seed=seed)
@@ -530,5 +719,5 @@ def write_comparison(results: Sequence[str | Path], out_dir: str | Path, a: str,
 
 __all__ = ["COMPARE_COLUMNS", "ComparisonFiles", "FLOOR_FBANK", "FLOOR_RANDOM", "LeaderboardFiles", "PRETRAINED",
            "REFERENCE_FILE", "aggregate", "compare", "comparison_markdown", "format_cell", "label_rows", "legend",
-           "load_reference", "load_results", "long_table", "output_folder", "plot", "store_files", "to_latex",
-           "to_markdown", "wide_table", "write_comparison", "write_leaderboard", "write_tables"]
+           "load_reference", "load_results", "long_table", "output_folder", "plot", "select_epoch", "store_files",
+           "to_latex", "to_markdown", "wide_table", "write_comparison", "write_leaderboard", "write_tables"]

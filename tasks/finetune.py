@@ -20,6 +20,12 @@ teacher's token mean over the whole training clip, computed once before training
 
 Evaluation gathers predictions from every device and de-duplicates them by example index, so the metric is exact
 under DDP (whose sampler pads the last batch with repeats).
+
+Best and last. With `select: best_valid` the test split is scored twice after training: with the last epoch's
+weights and with the best-valid checkpoint. The row's value and `predictions.npz` are the best epoch's (the weights
+selected on valid data, as before); `extra.epoch_scores` holds both (`predictions_last.npz` for the last), and
+`extra.reported_epoch` says which one the value is. Without validation only the last exists. Encoder forwards
+(training, validation and both test passes, in chunks and calls) are counted by a hook on the encoder's stem.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from upstream.resume import check_checkpoint_fits
 from upstream.teachers import TeacherConfig, load_teacher
 
 from .api import EncoderSpec, TaskResult
+from .compute import ForwardCounter
 from .datasets import Example
 from .encoders import load_backbone
 from .metrics import evaluate
@@ -434,21 +441,56 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
             check_checkpoint_fits(resume, module, "interrupted run's checkpoint")
         except AsitError as exc:
             raise AsitError(f"{exc}; delete {work_dir} (or choose another work folder) to start afresh") from None
-    with warnings.catch_warnings():       # a validation_step without validation data is this recipe's choice
-        warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`")
-        trainer.fit(module, train_loader, eval_loader(data.valid) if validate else None,
-                    ckpt_path=str(resume) if resume else None)
-        history = list(module.valid_history)          # before test loads best.ckpt (and its shorter history)
-        trainer.test(module, eval_loader(data.test), ckpt_path="best" if validate else None, verbose=False)
-    test = module.results["test"]
+    counter = ForwardCounter(model.encoder)               # train + valid + test forwards of this process
+    best_history: list[tuple[int, float]] = []
+    try:
+        with warnings.catch_warnings():       # a validation_step without validation data is this recipe's choice
+            warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`")
+            # best.ckpt's callback is first on purpose (checkpoint_callbacks), which is what Lightning warns about
+            warnings.filterwarnings("ignore", message=".*configured with multiple `ModelCheckpoint` callbacks")
+            trainer.fit(module, train_loader, eval_loader(data.valid) if validate else None,
+                        ckpt_path=str(resume) if resume else None)
+            epochs = int(trainer.current_epoch)
+            history = list(module.valid_history)      # before test loads best.ckpt (and its shorter history)
+            test_loader = eval_loader(data.test)
+            # the weights fit ended with (the last epoch's); each test call replaces module.results["test"]
+            trainer.test(module, test_loader, ckpt_path=None, verbose=False)
+            tested = {"last": dict(module.results["test"])}
+            if validate:                              # then the best-valid checkpoint: the weights the row reports
+                trainer.test(module, test_loader, ckpt_path="best", verbose=False)
+                tested["best"] = dict(module.results["test"])
+                best_history = list(module.valid_history)   # best.ckpt's own history ends at its epoch
+    finally:
+        counter.close()
+    forwards = reduce_counts(trainer, counter)
+    reported = "best" if validate else "last"
+    test = tested[reported]
     metrics = test["metrics"]
     metric = data.metric
+    files = {"last": work_dir / "predictions.npz"}
+    if validate:
+        files = {"best": work_dir / "predictions.npz", "last": work_dir / "predictions_last.npz"}
+    valid_at = dict(history)
+    epoch_of = {"last": epochs}
+    if validate and history:
+        best_epoch, best_value = max(history, key=lambda item: item[1])
+        epoch_of["best"] = int(best_history[-1][0]) if best_history else int(best_epoch)
+    epoch_scores: dict[str, dict[str, Any]] = {}
+    for name, result in tested.items():
+        entry: dict[str, Any] = {"epoch": epoch_of.get(name), "value": float(result["metrics"][metric]),
+                                 "metrics": result["metrics"], "predictions": str(files[name].resolve())}
+        if validate:
+            entry["valid"] = valid_at.get(epoch_of.get(name))     # the selection score of those weights
+        epoch_scores[name] = entry
     extra: dict[str, Any] = {
-        **data.summary(), "mode": "finetune", "metrics": metrics, "epochs": int(trainer.current_epoch),
+        **data.summary(), "mode": "finetune", "metrics": metrics, "epochs": epochs,
         "steps": int(trainer.global_step), "batch_size": batch, "recipe_digest": recipe_digest(given),
         "init": encoder.init, "encoder_arch": backbone.encoder.arch, "encoder_source": backbone.source,
         "pooling": recipe.pooling, "columns": recipe.columns,
-        "predictions": str((work_dir / "predictions.npz").resolve()),
+        "predictions": str(files[reported].resolve()),
+        "reported_epoch": reported, "epoch_scores": epoch_scores,
+        "device": str(trainer.strategy.root_device), "precision": str(trainer.precision),
+        "encoder_forwards": forwards["chunks"], "encoder_forward_calls": forwards["calls"],
         "frontend": {"sample_rate": frontend.sample_rate, "stats": frontend.stats, "mean": frontend.mean,
                      "std": frontend.std},
         "frames": {"train": recipe.train_frames, "eval": recipe.eval_frames, "freq_mask": recipe.freq_mask,
@@ -458,14 +500,27 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
     if recipe.distill:
         extra["distill"] = {k: v for k, v in recipe.distill.items()}
     if validate and history:
-        best_epoch, best_value = max(history, key=lambda item: item[1])
         extra.update(valid_history=history, best_valid=best_value, best_epoch=best_epoch)
     if trainer.is_global_zero:
-        data.save_predictions(work_dir / "predictions.npz", test["scores"], test["targets"],
-                              [data.test[i] for i in test["index"]])
+        for name, result in tested.items():
+            data.save_predictions(files[name], result["scores"], result["targets"],
+                                  [data.test[i] for i in result["index"]])
+        if not validate:                              # an earlier best_valid run's file would outlive its row
+            (work_dir / "predictions_last.npz").unlink(missing_ok=True)
         if not recipe.keep_checkpoints:
             shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
     return TaskResult(metric, float(metrics[metric]), extra)
+
+
+def reduce_counts(trainer: L.Trainer, counter: ForwardCounter) -> dict[str, int]:
+    """The encoder forwards of every process of the run (each DDP rank counts its own share of the batches)."""
+    counts = torch.tensor([counter.chunks, counter.calls], dtype=torch.long)
+    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_backend() == "nccl":
+            counts = counts.to(trainer.strategy.root_device)
+        torch.distributed.all_reduce(counts)
+    chunks, calls = (int(v) for v in counts.cpu())
+    return {"chunks": chunks, "calls": calls}
 
 
 __all__ = ["AudioClassifier", "ClipDataset", "FinetuneModule", "eval_chunks", "run_finetune", "sample_weights",

@@ -16,7 +16,8 @@ Classifier. `logistic`: scikit-learn LogisticRegression on standardised embeddin
 `mlp`: one hidden layer (ReLU, dropout) trained with Adam. Selection: the layer and C (or the number of MLP epochs)
 with the best mean score on the valid split, or, for tasks without one (AS-20K, ESC-50), in grouped K-fold
 cross-validation over the training role (ESC-50: its training folds; AudioSet: videos). The chosen classifier is then
-refit on every labelled clip (train + valid), as the protocol's final model.
+refit on every labelled clip (train + valid), as the protocol's final model. The row keeps the whole grid
+(`selection`: layer -> point -> mean selection score) and the point used (`selected`).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from upstream.errors import AsitError
-from upstream.encoders import AudioEncoder
 from upstream.identity import encoder_identity
 from upstream.runtime import EncoderRuntime, resolve_layers
 
 from .api import EncoderSpec, TaskResult
+from .compute import ForwardCounter
 from .datasets import Example
 from .embedding_cache import EmbeddingCache, cache_key, examples_digest
 from .encoders import Backbone, load_backbone
@@ -49,23 +50,6 @@ from .recipes import ProbeRecipe, recipe_digest, recipe_yaml
 from .task_data import TaskData
 
 Split = tuple[np.ndarray, np.ndarray]
-
-
-class ForwardCounter:
-    """Counts encoder forward passes (calls and chunks) through a hook on the encoder's stem, which every forward
-    runs exactly once (ViT: the patch embedding, conformer: the stacking projection)."""
-
-    def __init__(self, encoder: AudioEncoder) -> None:
-        self.calls = 0
-        self.chunks = 0
-        self._handle = encoder.stem.register_forward_hook(self._hook)
-
-    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self.calls += 1
-        self.chunks += int(inputs[0].shape[0])
-
-    def close(self) -> None:
-        self._handle.remove()
 
 
 class _Waves(Dataset):
@@ -322,21 +306,37 @@ def fit_and_predict(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, hyper: flo
     return predict_mlp(mlp, test_x, multilabel)
 
 
+def selected_point(layer: int, hyper: float, score: float | None, recipe: ProbeRecipe) -> dict[str, Any]:
+    """The grid point a probe row used, named as the recipe names it (C, or the MLP's epochs), with its mean
+    selection score (None when nothing was selected: one layer and one C)."""
+    point: dict[str, Any] = {"layer": int(layer)}
+    point.update({"C": float(hyper)} if recipe.classifier == "logistic" else {"epochs": int(hyper)})
+    point["score"] = None if score is None else round(float(score), 6)
+    return point
+
+
 def select(features: dict[int, np.ndarray], y: np.ndarray, train: Sequence[Example], n_valid: int,
            multilabel: bool, num_classes: int, recipe: ProbeRecipe, seed: int) -> tuple[int, float, dict[str, Any]]:
     """The (layer, C or epochs) with the best selection score over every candidate layer's labelled features.
 
-    Ties go to the earlier layer and the smaller C / fewer epochs. Without anything to choose, no split is made."""
+    Ties go to the earlier layer and the smaller C / fewer epochs. Without anything to choose, no split is made.
+    `info` records how: `selection` (layer -> point -> mean selection score, null for the single point of a grid
+    with nothing to choose) and `selected` (the chosen layer and C / epochs with its score), so every row says how
+    its probe was chosen."""
     grid = list(recipe.C) if recipe.classifier == "logistic" else [recipe.mlp_epochs]
     if len(features) == 1 and len(grid) == 1 and recipe.classifier == "logistic":
-        return next(iter(features)), grid[0], {"selection_on": "none (one layer, one C)"}
+        layer, C = next(iter(features)), grid[0]
+        return layer, C, {"selection_on": "none (one layer, one C)", "selection_splits": 0,
+                          "selection": {str(layer): {f"{C:g}": None}},
+                          "selected": selected_point(layer, C, None, recipe)}
     splits, source = selection_splits(train, n_valid, recipe.cv_folds)
     table = {layer: grid_scores(x, y, splits, multilabel, num_classes, recipe, seed) for layer, x in features.items()}
     best = max(((layer, point) for layer, scores in table.items() for point in scores),
                key=lambda lp: (table[lp[0]][lp[1]], -lp[0], -lp[1]))
     info = {"selection_on": source, "selection_splits": len(splits),
             "selection": {str(layer): {f"{point:g}": round(score, 6) for point, score in scores.items()}
-                          for layer, scores in table.items()}}
+                          for layer, scores in table.items()},
+            "selected": selected_point(best[0], best[1], table[best[0]][best[1]], recipe)}
     return best[0], best[1], info
 
 
@@ -378,6 +378,7 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
         "fit_on": "train+valid" if valid else "train", "n_fit": int(len(labelled_y)),
         "layer": layer, "layers_tried": embedder.layers, "pooling": recipe.pooling, "columns": recipe.columns,
         "padding": recipe.padding, "embedding_dim": int(features[layer].shape[1]),
+        "device": str(embedder.device), "precision": recipe.precision,
         "encoder_forwards": embedder.forwards["chunks"], "encoder_forward_calls": embedder.forwards["calls"],
         "cache_hits": cache.hits, "cache_misses": cache.misses, "cache_dir": str(cache.root),
         "recipe_digest": recipe_digest(recipe), "init": encoder.init, "encoder_arch": backbone.encoder.arch,

@@ -15,12 +15,15 @@ from upstream.errors import AsitError
 from upstream.workers import worker_errors
 
 from .api import MODES, TASKS, TaskCell, TaskResult
+from .compute import measure_compute
+from .fingerprint import data_fingerprint
 from .recipes import FinetuneRecipe, ProbeRecipe, load_recipe
 from .task_data import PROTOCOLS, load_task_data
 
 
 def run_task(cell: TaskCell, work_dir: Path) -> TaskResult:
-    """Run one cell; results, predictions and the resolved recipe are written into `work_dir`."""
+    """Run one cell; results, predictions and the resolved recipe are written into `work_dir`. The result records
+    the data's fingerprint (tasks.fingerprint) and the cell's compute (tasks.compute) for the audit fields of rows."""
     if cell.task not in TASKS:
         raise AsitError(f"unknown task {cell.task!r}; choose from {', '.join(TASKS)}")
     if cell.mode not in MODES:
@@ -28,7 +31,9 @@ def run_task(cell: TaskCell, work_dir: Path) -> TaskResult:
     recipe = load_recipe(cell.task, cell.mode, cell.recipe, cell.overrides)
     data = load_task_data(cell.task, cell.data_root, fold=cell.fold, protocol=cell.protocol,
                           options=recipe.dataset)
-    with worker_errors():    # an unreadable clip met in a DataLoader worker: the reader's one-line error
+    fingerprint = data_fingerprint(data)       # before the run: what it saw, even if files change meanwhile
+    # an unreadable clip met in a DataLoader worker: the reader's one-line error
+    with worker_errors(), measure_compute() as meter:
         if isinstance(recipe, FinetuneRecipe):
             from .finetune import run_finetune   # imports Lightning only when finetuning
             result = run_finetune(data, cell.encoder, recipe, cell.seed, Path(work_dir))
@@ -37,7 +42,8 @@ def run_task(cell: TaskCell, work_dir: Path) -> TaskResult:
             from .probe import run_probe
             result = run_probe(data, cell.encoder, recipe, cell.seed, Path(work_dir))
     result.extra.update(protocol=data.protocol, fold=cell.fold, seed=cell.seed,
-                        recipe=str(cell.recipe) or f"{cell.task}_{cell.mode}")
+                        recipe=str(cell.recipe) or f"{cell.task}_{cell.mode}", data_fingerprint=fingerprint,
+                        compute=meter.summary(result.extra))
     write_result(Path(work_dir) / "result.json", result)
     return result
 

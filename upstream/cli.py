@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("tasks.commands.probe", "linear/MLP probe on frozen embeddings (cached)"),
     "bench": ("benchmarks.commands.bench", "run a resumable suite of encoders x tasks x modes x seeds"),
     "table": ("benchmarks.commands.table", "leaderboard tables (Markdown, CSV, LaTeX, PNG) from results"),
+    "reproduce": ("benchmarks.commands.reproduce", "re-run a results row's cell from its provenance and compare"),
     "perf": ("upstream.commands.perf", "throughput, memory and scaling benchmarks (JSON)"),
 }
 

@@ -22,6 +22,8 @@ from .atomic import atomic_write_text
 from .checkpoint import save_encoder
 from .errors import AsitError
 from .frontend import STATS_MAX_FILES, estimate_stats
+from .identity import encoder_identity
+from .model_card import card_info, card_path, render_card
 from .health import read_metrics, run_report  # noqa: F401 (read_metrics re-exported)
 from .objectives import build_objective
 from .pretrain_config import (DataConfig, OptimConfig, PretrainConfig, TrainerConfig,  # noqa: F401 (re-exported)
@@ -234,7 +236,7 @@ def _clock_text(seconds: float) -> str:
 
 
 class ExportEncoder(Callback):
-    """Exports the objective's encoder (ASiT: the teacher backbone) when training ends."""
+    """Exports the objective's encoder (ASiT: the teacher backbone) and its model card when training ends."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -242,9 +244,16 @@ class ExportEncoder(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             module: PretrainModule = pl_module  # type: ignore[assignment]
-            save_encoder(self.path, module.objective.export_encoder(), module.config.frontend,
-                         meta={"objective": module.config.objective.get("name"), "epoch": trainer.current_epoch,
-                               "global_step": trainer.global_step, "config": dataclasses.asdict(module.config)})
+            meta = {"objective": module.config.objective.get("name"), "epoch": trainer.current_epoch,
+                    "global_step": trainer.global_step, "config": dataclasses.asdict(module.config)}
+            data = getattr(getattr(trainer, "datamodule", None), "data_fingerprint", None)
+            if data is not None:           # what the encoder was pretrained on (model cards read meta["data"])
+                meta["data"] = data
+            encoder = module.objective.export_encoder()
+            path = save_encoder(self.path, encoder, module.config.frontend, meta=meta)
+            # its model card (no results yet: `asit export` with --results adds them), shown by `asit info RUN_DIR`
+            info = card_info(path, encoder, module.config.frontend, meta, encoder_identity(path))
+            atomic_write_text(card_path(path), render_card(info, []))
 
 
 def build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None) -> L.Trainer:
@@ -288,7 +297,7 @@ def resolve_resume(run_dir: Path, resume: str | None) -> str | None:
 # what an earlier run leaves that would be lost: a config.yaml alone is a run that died before its first checkpoint
 # (a typo in data.source), or another rank's start under torchrun / SLURM, so it does not count
 RUN_MARKERS = ("checkpoints", "encoder.pt")
-RUN_OUTPUTS = (*RUN_MARKERS, "config.yaml", "summary.json", "logs", "tensorboard")
+RUN_OUTPUTS = (*RUN_MARKERS, "encoder.md", "config.yaml", "summary.json", "logs", "tensorboard")
 
 
 def earlier_run(run_dir: Path) -> list[str]:

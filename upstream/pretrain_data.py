@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .audioset_lists import LABELS_CSV, find_clips, read_class_labels, read_datafile, read_segments_csv
 from .errors import AsitError
+from .fingerprint import FingerprintEntry, describe, fingerprint_entries
 from .frontend import Frontend, FrontendConfig, pad_or_crop
 from .objectives.base import DataNeeds, ViewTransform
 from .pretrain_config import AUDIO_EXTENSIONS, DataConfig
 from .workers import resolve_num_workers
 
-__all__ = ["AUDIO_EXTENSIONS", "DataConfig", "ClipList", "list_audio", "list_clips", "crop_spans",
+__all__ = ["AUDIO_EXTENSIONS", "DataConfig", "ClipList", "list_audio", "list_clips", "clips_fingerprint", "crop_spans",
            "CropViewsDataset", "PretrainDataModule", "EpochSeededSampler"]
 
 
@@ -37,6 +38,7 @@ class ClipList:
     classes: list[str] | None = None        # label ids (AudioSet mids) in class-index order
     labels: np.ndarray | None = None        # [N, C] float32 multi-hot
     report: dict[str, Any] = field(default_factory=dict)   # listed / found / dropped counts
+    root: Path | None = None                # what clip names are relative to in the data fingerprint
 
 
 def list_audio(source: str | Path, root: str | Path = "", extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
@@ -57,7 +59,7 @@ def list_clips(config: DataConfig) -> ClipList:
         files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in exts)
         if not files:
             raise AsitError(f"data.source {src} holds no audio files ({', '.join(sorted(exts))})")
-        return ClipList(files, report={"listed": len(files), "found": len(files), "dropped": 0})
+        return ClipList(files, report={"listed": len(files), "found": len(files), "dropped": 0}, root=src)
     if not src.is_file():
         raise AsitError(f"data.source {src} does not exist")
     suffix = src.suffix.lower()
@@ -74,11 +76,11 @@ def list_clips(config: DataConfig) -> ClipList:
     else:
         entries = [(Path(w), ()) for w in (_json_wavs(src) if suffix == ".json" else _csv_wavs(src))]
     entries = [(p if p.is_absolute() else base / p, mids) for p, mids in entries]
-    return _keep_present(src, entries, classes, config.missing)
+    return _keep_present(src, entries, classes, config.missing, base)
 
 
 def _keep_present(src: Path, entries: list[tuple[Path, tuple[str, ...]]], classes: list[str] | None,
-                  missing: str) -> ClipList:
+                  missing: str, root: Path) -> ClipList:
     present = [(p, mids) for p, mids in entries if p.is_file()]
     absent = [str(p) for p, _ in entries if not p.is_file()]
     if not entries:
@@ -90,7 +92,7 @@ def _keep_present(src: Path, entries: list[tuple[Path, tuple[str, ...]]], classe
         print(f"data: {len(absent)} of the {len(entries)} clips listed in {src} are not stored locally and were "
               f"left out (data.missing: drop)")
     report = {"listed": len(entries), "found": len(present), "dropped": len(absent)}
-    return ClipList([p for p, _ in present], classes, _multi_hot(classes, [m for _, m in present]), report)
+    return ClipList([p for p, _ in present], classes, _multi_hot(classes, [m for _, m in present]), report, root)
 
 
 def _multi_hot(classes: list[str] | None, rows: list[tuple[str, ...]]) -> np.ndarray | None:
@@ -137,7 +139,24 @@ def _segments_clips(src: Path, config: DataConfig) -> ClipList:
         raise AsitError(f"{len(wrong)} local clip(s) under {folder} name a listed video but another segment of it, "
                         f"e.g. {'; '.join(wrong[:3])}")
     entries = [(clips[y][0] if y in clips else folder / f"Y{y}.wav", s.labels) for y, s in segments.items()]
-    return _keep_present(src, entries, classes, config.missing)
+    return _keep_present(src, entries, classes, config.missing, folder)
+
+
+def clips_fingerprint(clips: ClipList, source: str) -> dict[str, Any]:
+    """The pretraining data's fingerprint for the exported encoder's meta (`meta["data"]`): clip count and a digest
+    of the clip names (relative to the listing's root), sizes and labels. Audio bytes are not read: pretraining
+    sets can be terabytes, so the digest misses an edit that keeps a clip's size (the record says so)."""
+    names = clips.classes
+    rows = clips.labels
+
+    def entry(i: int, path: Path) -> FingerprintEntry:
+        if names is None or rows is None:
+            return FingerprintEntry.of(path)
+        return FingerprintEntry.of(path, labels=[names[c] for c in np.flatnonzero(rows[i])])
+
+    root = clips.root if clips.root is not None else Path(source)
+    digest = fingerprint_entries((entry(i, p) for i, p in enumerate(clips.files)), root, content=False)
+    return {"source": str(source), "clips": len(clips.files), "digest": digest, "content": describe(False)}
 
 
 def _json_wavs(path: Path) -> list[str]:
@@ -265,6 +284,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.view_transform = view_transform
         self.needs = needs or DataNeeds()
         self.dataset: CropViewsDataset | None = None
+        self.data_fingerprint: dict[str, Any] | None = None    # set by setup: the export's meta["data"]
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
@@ -275,6 +295,7 @@ class PretrainDataModule(L.LightningDataModule):
                 raise AsitError(f"the class list of {cfg.source} has {len(clips.classes)} classes but the objective's "
                                 f"classifier was built for {self.needs.num_classes}; set its num_classes to "
                                 f"{len(clips.classes)}")
+            self.data_fingerprint = clips_fingerprint(clips, cfg.source)
             self.dataset = CropViewsDataset(clips, self.frontend, cfg.crop_frames, cfg.num_views, self.seed,
                                             self.view_transform, cfg.crop_mode, self.needs.waves)
 

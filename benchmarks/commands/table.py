@@ -1,5 +1,6 @@
-"""asit table [--results PATH ...] [--out DIR]: leaderboard (Markdown, CSV, LaTeX, PNG) from results stores, with
-95 % bootstrap intervals; `--compare A B [--task T] [--mode M]`: paired comparison of two encoders instead."""
+"""asit table [--results PATH ...] [--out DIR] [--epoch best|last]: leaderboard (Markdown, CSV, LaTeX, PNG) from
+results stores, with 95 % bootstrap intervals, data fingerprints and cost; `--compare A B [--task T] [--mode M]`:
+paired comparison of two encoders instead."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "OUT/compare_A_vs_B.csv and .md (A, B: encoder names as in the table, or name@sha8)")
     parser.add_argument("--task", help="with --compare: only this task (id such as esc50, or label such as ESC-50)")
     parser.add_argument("--mode", help="with --compare: only this mode (finetune, probe, hear, ...)")
+    parser.add_argument("--epoch", choices=("best", "last"), default="best",
+                        help="finetune cells: the test score at the best-valid epoch (where the recipe selects on a "
+                             "valid split; else the last) or at the last epoch (default: best; both are stored)")
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
                         help=f"bootstrap resamples for intervals and comparisons (default: {RESAMPLES})")
     parser.add_argument("--bootstrap-seed", type=int, default=SEED,
@@ -38,14 +42,14 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         a, b = args.compare
         files = write_comparison(results, args.out, a, b, task=args.task, mode=args.mode, resamples=args.resamples,
-                                 seed=args.bootstrap_seed)
+                                 seed=args.bootstrap_seed, epoch=args.epoch)
         print(files.text)
         print(f"wrote {files.csv}, {files.markdown}")
         return 0
     if args.task or args.mode:
         raise AsitError("--task and --mode select the columns of --compare A B; the leaderboard shows them all")
     files = write_leaderboard(results, args.out, reference=not args.no_reference, title=args.title,
-                              resamples=args.resamples, seed=args.bootstrap_seed)
+                              resamples=args.resamples, seed=args.bootstrap_seed, epoch=args.epoch)
     print(files.text)
     print(f"\nwrote {files.markdown}, {files.csv}, {files.long_csv}, {files.latex}, {files.png}")
     return 0

@@ -4,6 +4,7 @@ The launcher applies the compat shims (`compat.install`), imports `s3prl.hub`, a
 to it, points the voxceleb1 file-list cache at a content-keyed folder, and calls `s3prl.run_downstream.main()` with
 the given arguments in this process. Training, evaluation, checkpoints and logs are s3prl's; nothing is
 re-implemented. A few arguments are checked first, so that a typo fails with one line instead of a traceback.
+`--lr-sweep LOW HIGH` runs one training + evaluation per learning rate of a grid and chooses on dev (sweep.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import AsitError
+from . import sweep
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asit-hear" / "s3prl"
 
@@ -23,7 +25,10 @@ EPILOG = """examples (see docs/s3prl.md):
   asit s3prl -- -m train -u asit_local -k encoder.pt -d speech_commands -c data/s3prl/speech_commands/superb.yaml \\
       -p result/ks_asit
   asit s3prl -- -m evaluate -e result/ks_asit/dev-best.ckpt
-  asit s3prl -- -m train -f -u asit_local -k encoder.pt -d voxceleb1 -c data/s3prl/voxceleb1/superb.yaml -p result/sid_ft
+  asit s3prl -- -m train -f -u asit_local -k encoder.pt -d voxceleb1 -c data/s3prl/voxceleb1/superb.yaml \\
+      -p result/sid_ft
+  asit s3prl --lr-sweep 1e-5 1e-1 -- -m train -u asit_local -k encoder.pt -d voxceleb1 \\
+      -c data/s3prl/voxceleb1/superb.yaml -p result/sid_sweep
 """
 
 
@@ -36,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("downstream_args", nargs=argparse.REMAINDER,
                         help="s3prl run_downstream.py arguments, after --; upstreams: asit_local (our exports and "
                              "pretraining checkpoints), asit_official (official ASiT checkpoints), with -k FILE")
+    sweep.add_arguments(parser)
 
 
 def _inspect(argv: Sequence[str]) -> argparse.Namespace:
@@ -117,6 +123,13 @@ def run_downstream(argv: Sequence[str], cache_dir: Path = DEFAULT_CACHE) -> None
 def run(args: argparse.Namespace) -> int:
     from .results import read_log
 
+    if "--lr-sweep" in args.downstream_args or "--lr-points" in args.downstream_args:
+        raise AsitError("--lr-sweep / --lr-points are options of asit s3prl: put them before --")
+    if args.lr_sweep is None:
+        if args.lr_points is not None:
+            raise AsitError("--lr-points needs --lr-sweep LOW HIGH")
+    else:
+        return run_lr_sweep(args)
     argv = prepare_argv(args.downstream_args)
     run_downstream(argv, args.cache_dir)
     expdir = expdir_of(argv)
@@ -127,4 +140,12 @@ def run(args: argparse.Namespace) -> int:
     latest = {r.split: r for r in records}
     shown = ", ".join(f"{r.split} {r.value:.4f} (step {r.step})" for r in latest.values())
     print(f"asit s3prl: {expdir / 'log.log'}: latest {shown}")
+    return 0
+
+
+def run_lr_sweep(args: argparse.Namespace) -> int:
+    """`--lr-sweep`: every point's train + evaluate through `run_downstream` (upstream/s3prl_upstream/sweep.py)."""
+    sweep_args = sweep.parse_sweep_args(args.downstream_args)
+    grid = sweep.lr_grid(*args.lr_sweep, args.lr_points)
+    sweep.run_sweep(sweep_args, grid, args.cache_dir, run_downstream, prepare_argv)
     return 0
