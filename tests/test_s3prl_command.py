@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -83,12 +84,33 @@ def test_shipped_configs_keep_superb_defaults_and_smoke_profiles_are_small() -> 
         config_path("asr", "superb")
 
 
+def stand_in_s3prl(monkeypatch: pytest.MonkeyPatch, main: Callable[[], None]) -> tuple[Any, Any, Any]:
+    """Stand-in s3prl modules whose run_downstream.main is `main`; returns (hub, voxceleb1 dataset, expert)."""
+    import sys
+    import types
+
+    from upstream.s3prl_upstream import compat
+
+    modules = {name: types.ModuleType(name) for name in (
+        "s3prl", "s3prl.hub", "s3prl.run_downstream", "s3prl.downstream", "s3prl.downstream.voxceleb1",
+        "s3prl.downstream.voxceleb1.dataset", "s3prl.downstream.voxceleb1.expert")}
+    hub, runner = modules["s3prl.hub"], modules["s3prl.run_downstream"]
+    vox_dataset = modules["s3prl.downstream.voxceleb1.dataset"]
+    vox_expert = modules["s3prl.downstream.voxceleb1.expert"]
+    runner.main, vox_dataset.CACHE_PATH = main, "site-packages/.cache/"
+    vox_expert.SpeakerClassifiDataset = object
+    modules["s3prl"].hub, modules["s3prl"].run_downstream = hub, runner
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(compat, "install", lambda: [])
+    return hub, vox_dataset, vox_expert
+
+
 def test_run_downstream_registers_then_calls_s3prl_main_and_restores_the_process(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The launcher's orchestration, against stand-in s3prl modules (the real one is exercised in the e2e tests)."""
     import builtins
     import sys
-    import types
 
     from upstream.s3prl_upstream import command, compat
 
@@ -104,17 +126,8 @@ def test_run_downstream_registers_then_calls_s3prl_main_and_restores_the_process
         seen["reader"] = vox_expert.SpeakerClassifiDataset
         builtins.isinstance = lambda obj, cls, _real=builtins.isinstance: _real(obj, cls)  # its hack_isinstance
 
-    modules = {name: types.ModuleType(name) for name in (
-        "s3prl", "s3prl.hub", "s3prl.run_downstream", "s3prl.downstream", "s3prl.downstream.voxceleb1",
-        "s3prl.downstream.voxceleb1.dataset", "s3prl.downstream.voxceleb1.expert")}
-    hub, runner = modules["s3prl.hub"], modules["s3prl.run_downstream"]
-    vox_dataset, vox_expert = modules["s3prl.downstream.voxceleb1.dataset"], modules["s3prl.downstream.voxceleb1.expert"]
-    runner.main, vox_dataset.CACHE_PATH, vox_expert.SpeakerClassifiDataset = main, "site-packages/.cache/", \
-        SpeakerClassifiDataset
-    modules["s3prl"].hub, modules["s3prl"].run_downstream = hub, runner
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(compat, "install", lambda: [])
+    hub, vox_dataset, vox_expert = stand_in_s3prl(monkeypatch, main)
+    vox_expert.SpeakerClassifiDataset = SpeakerClassifiDataset
     real_isinstance, real_argv = builtins.isinstance, list(sys.argv)
 
     command.run_downstream(["-m", "train", "-d", "voxceleb1"], tmp_path)
@@ -126,3 +139,18 @@ def test_run_downstream_registers_then_calls_s3prl_main_and_restores_the_process
     reader = seen["reader"]("train", tmp_path / "audio", split)
     assert isinstance(reader, SpeakerClassifiDataset)
     assert seen["cache"] == f"{tmp_path / 'voxceleb1' / compat.voxceleb1_cache_key(tmp_path / 'audio', split)}/"
+
+
+def test_two_runs_in_one_process_get_different_s3prl_time_tags(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """s3prl writes `args_<time tag>.yaml` per run, to the second: an evaluate started in the second its training
+    started in overwrote the training's record (the sweep's train-then-evaluate of a short run)."""
+    from s3prl.utility.helper import get_time_tag
+
+    from upstream.s3prl_upstream import command
+
+    tags: list[str] = []
+    stand_in_s3prl(monkeypatch, lambda: tags.append(get_time_tag()))
+    for mode in ("train", "evaluate", "evaluate"):
+        command.run_downstream(["-m", mode], tmp_path)
+    assert len(set(tags)) == 3, tags

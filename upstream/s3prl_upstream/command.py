@@ -13,6 +13,7 @@ import argparse
 import builtins
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -100,9 +101,25 @@ def expdir_of(argv: Sequence[str]) -> Path:
     return Path(opts.expdir) if opts.expdir else Path("result/downstream") / str(opts.expname)
 
 
+_last_start_second: int | None = None     # the wall-clock second the previous run_downstream of this process began
+
+
+def _after_previous_run_second() -> None:
+    """Wait, if needed, until the second after the previous run's start: s3prl names its record of a run's arguments
+    `args_<time to the second>.yaml` in the experiment folder, so an evaluation started in the same second as its
+    training (a short run, the sweep's train-then-evaluate in one process) overwrote the training's record, and the
+    folder no longer showed a training run."""
+    global _last_start_second
+    now = time.time()
+    if _last_start_second is not None and int(now) <= _last_start_second:
+        time.sleep(_last_start_second + 1 - now)
+    _last_start_second = int(time.time())
+
+
 def run_downstream(argv: Sequence[str], cache_dir: Path = DEFAULT_CACHE) -> None:
     """Shims, registration, then s3prl's own `run_downstream.main()` with `argv` (process state is restored
-    afterwards: s3prl replaces `builtins.isinstance` and reads `sys.argv`)."""
+    afterwards: s3prl replaces `builtins.isinstance` and reads `sys.argv`). Two calls in one process start in
+    different seconds, so s3prl's time-tagged `args_*.yaml` / `config_*.yaml` of the first are never overwritten."""
     from . import compat, hubconf
 
     compat.install()
@@ -113,6 +130,7 @@ def run_downstream(argv: Sequence[str], cache_dir: Path = DEFAULT_CACHE) -> None
     compat.use_voxceleb1_cache(cache_dir / "voxceleb1")
     saved_argv, saved_isinstance = sys.argv, builtins.isinstance
     sys.argv = ["run_downstream.py", *argv]
+    _after_previous_run_second()
     try:
         s3prl_run_downstream.main()
     finally:
