@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -178,7 +177,6 @@ KS_NOISE = "_background_noise_"
 KS_NOTE = ("s3prl's own KS file lists (train/dev by its SHA-1 speaker hash rule, every _background_noise_ file as "
            "_silence_ in both, the test folder): not comparable with our speechcommands_v1 reader's fingerprint, "
            "whose roles differ")
-_MAX_UTTERANCES = 2 ** 27 - 1          # s3prl speech_commands split_dataset's max_uttr_per_class
 
 
 def s3prl_data_fingerprint(downstream: str, config: dict[str, Any], cache_dir: Path | None = None
@@ -236,11 +234,11 @@ def _sid_fingerprint(datarc: dict[str, Any], cache_dir: Path | None) -> tuple[di
 
 
 def ks_hash_role(filename: str) -> str | None:
-    """s3prl speech_commands `split_dataset`'s role for a clip: valid, train, or None (its discarded test part)."""
-    speaker = re.sub(r"_nohash_.*$", "", filename)
-    value = int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16)
-    percentage = (value % (_MAX_UTTERANCES + 1)) * (100.0 / _MAX_UTTERANCES)
-    return "valid" if percentage < 10 else None if percentage < 20 else "train"
+    """s3prl speech_commands `split_dataset`'s role for a clip: valid, train, or None (its discarded test part). Its
+    rule is the dataset's own (SHA-1 of the speaker, 10 % / 10 %), which the corpus generator's `which_set` applies."""
+    from tasks.corpus.speechcommands import which_set
+
+    return {"validation": "valid", "testing": None, "training": "train"}[which_set(filename)]
 
 
 def ks_entries(train_root: Path, test_root: Path) -> dict[Path, list[FingerprintEntry]]:

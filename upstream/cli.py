@@ -8,7 +8,7 @@ import importlib
 import os
 import select
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .errors import AsitError
 from .tensorboard_shim import tensorboard_without_tensorflow
@@ -46,15 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def positive_int(text: str) -> int:
-    """argparse `type` for counts and rates: an integer of at least 1 (argparse names the option in its error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse `type` for an integer of at least `minimum` (argparse names the option in its error)."""
+    wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)          # argparse `type` for counts and rates
 
 
 def main(argv: Sequence[str] | None = None) -> int:

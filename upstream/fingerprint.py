@@ -28,8 +28,7 @@ FINGERPRINT_VERSION = 1
 RACY_NS = 2_000_000_000        # 2 s: coarser than any file system's mtime tick (FAT's is 2 s)
 _SHA256_HEX = frozenset("0123456789abcdef")
 
-__all__ = ["ContentHashCache", "FingerprintEntry", "RACY_NS", "default_cache_dir", "describe", "file_content_sha256",
-           "fingerprint_entries"]
+__all__ = ["ContentHashCache", "FingerprintEntry", "RACY_NS", "default_cache_dir", "describe", "fingerprint_entries"]
 
 
 def default_cache_dir() -> Path:
@@ -75,6 +74,10 @@ class ContentHashCache:
 
     def sha256(self, path: str | Path) -> str:
         """The file's content SHA-256, from the cache when its size and mtime are the cached ones."""
+        return self.size_and_sha256(path)[1]
+
+    def size_and_sha256(self, path: str | Path) -> tuple[int, str]:
+        """The file's size and content SHA-256 from one stat (`sha256`, with the size the digest listing needs)."""
         path = Path(path)
         now = time.time_ns()
         try:
@@ -84,7 +87,7 @@ class ContentHashCache:
         key = str(path.resolve())
         record = self.records.get(key)
         if record is not None and record[0] == stat.st_size and record[1] == stat.st_mtime_ns:
-            return record[2]
+            return stat.st_size, record[2]
         try:
             digest = file_sha256(path)
         except OSError as exc:
@@ -94,7 +97,7 @@ class ContentHashCache:
         self.records[key] = record
         if stat.st_mtime_ns < now - RACY_NS:
             self.fresh[key] = record
-        return digest
+        return stat.st_size, digest
 
     def save(self) -> None:
         """Merge this run's records into the file on disk (another process may have added some) and replace it
@@ -109,11 +112,6 @@ class ContentHashCache:
                   file=sys.stderr, flush=True)
             return
         self.fresh = {}
-
-
-def file_content_sha256(path: Path, cache: ContentHashCache) -> str:
-    """SHA-256 of a file's bytes through `cache` (read only when the file is new or its size or mtime changed)."""
-    return cache.sha256(path)
 
 
 @dataclass(frozen=True)
@@ -143,21 +141,21 @@ def fingerprint_entries(entries: Iterable[FingerprintEntry], root: Path, *, cont
     root = Path(root)
     if content and cache is None:
         cache = ContentHashCache(root, cache_dir)
-    sizes: dict[Path, int] = {}
+    files: dict[Path, list[Any]] = {}        # path -> [size] or [size, sha256]: one stat per file (segments share)
     lines = []
     for entry in entries:
-        size = sizes.get(entry.path)
-        if size is None:
-            try:
-                size = sizes[entry.path] = entry.path.stat().st_size
-            except OSError:
-                raise AsitError(f"cannot fingerprint audio file {entry.path}: it does not exist or cannot be "
-                                f"read") from None
-        row: list[Any] = [_relative(entry.path, root), size]
-        if content:
-            assert cache is not None
-            row.append(cache.sha256(entry.path))
-        row.append(dict(entry.fields))
+        file = files.get(entry.path)
+        if file is None:
+            if content:
+                assert cache is not None
+                file = files[entry.path] = list(cache.size_and_sha256(entry.path))
+            else:
+                try:
+                    file = files[entry.path] = [entry.path.stat().st_size]
+                except OSError:
+                    raise AsitError(f"cannot fingerprint audio file {entry.path}: it does not exist or cannot be "
+                                    f"read") from None
+        row: list[Any] = [_relative(entry.path, root), *file, dict(entry.fields)]
         lines.append(json.dumps(row, sort_keys=True, separators=(",", ":"), default=str))
     if cache is not None:
         cache.save()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..atomic import atomic_write_text
+from ..cli import int_at_least
 from ..errors import AsitError
 from . import TASKS
 from .results import read_log
@@ -94,17 +95,6 @@ def positive_rate(text: str) -> float:
     return value
 
 
-def grid_points(text: str) -> int:
-    """argparse `type` for `--lr-points`: an integer of at least 2."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer of at least 2, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer of at least 2, got {text!r}")
-    return value
-
-
 class RangeAction(argparse.Action):
     """`--lr-sweep LOW HIGH`, refused at parsing unless HIGH > LOW."""
 
@@ -122,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="train once per rate of a log-scale grid from LOW to HIGH into EXPDIR/lr_<rate>, "
                             "evaluate each point's best-dev checkpoint, choose on dev, record all in "
                             f"EXPDIR/{SWEEP_FILE}; give the -m train arguments with -p EXPDIR after --")
-    group.add_argument("--lr-points", type=grid_points, default=None, metavar="N",
+    group.add_argument("--lr-points", type=int_at_least(2), default=None, metavar="N",
                        help="grid points, ends included (default: one per decade, at least 2)")
 
 
