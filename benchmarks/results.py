@@ -1,10 +1,13 @@
 """The results store: one JSON-lines file, one complete row per finished (or failed) cell.
 
-Why JSON lines and not one file per cell: a row is appended with a single `os.write` of a complete line under an
-exclusive `flock`, then fsync'ed. A kill -9 can only stop a process between system calls, so the file holds whole
-rows plus, at worst (power loss, full disk), one torn last line. A torn line can never parse as a row (a strict
-prefix of a one-line JSON object is not valid JSON), so the reader skips it and counts it in `skipped_lines`; the
-next append first terminates it with a newline, so a torn line never swallows the row written after it.
+Why JSON lines and not one file per cell: a row is appended as one complete line under an exclusive `flock`, then
+fsync'ed. Linux may still cut a large write short when a kill -9 arrives mid-write (the page-cache write loop stops
+between pages on a fatal signal), and a power cut or full disk can do the same, so the file holds whole rows plus, at
+worst, one torn last line. Writers hold the exclusive lock for the whole write and the lock dies with them, so a torn
+tail seen under the lock is always a dead writer's partial row: the next append cuts it off before writing. Readers
+take a shared lock, so they never see a live writer's partial line; a torn tail left by a dead writer can never parse
+as a row (a strict prefix of a one-line JSON object is not valid JSON), so until the next append the reader skips it
+and counts it in `skipped_lines`.
 
 "No duplicated cells": `append` re-reads the keys under the same lock and refuses a second successful row for a key
 that already has one, so two suites writing to one store (or a rerun racing a crashed run's last write) cannot
@@ -194,8 +197,8 @@ class ResultsStore:
             content = _read_fd(fd)
             if row["status"] == STATUS_OK and row["key"] in _finished_keys(_parse(content)[0]):
                 return False
-            if content and not content.endswith(b"\n"):
-                line = b"\n" + line          # terminate a torn last line so it cannot swallow this row
+            if content and not content.endswith(b"\n"):   # a dead writer's partial row (see the module docstring)
+                os.ftruncate(fd, content.rfind(b"\n") + 1)
             _write_all(fd, line)
             os.fsync(fd)
         finally:
@@ -212,7 +215,7 @@ class ResultsStore:
     def rows(self) -> list[dict[str, Any]]:
         """Every complete row, in write order (torn or foreign lines are skipped and counted)."""
         try:
-            content = self.path.read_bytes()
+            content = _read_locked(self.path)
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -237,6 +240,16 @@ class ResultsStore:
     def successes(self) -> pd.DataFrame:
         latest = self.latest()
         return latest[latest["status"] == STATUS_OK].reset_index(drop=True)
+
+
+def _read_locked(path: Path) -> bytes:
+    """The file's bytes under a shared lock, so no live writer is mid-line while we read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return _read_fd(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_fd(fd: int) -> bytes:

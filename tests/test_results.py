@@ -72,7 +72,7 @@ def test_latest_keeps_last_failure_of_a_never_successful_cell(tmp_path: Path) ->
     assert len(store.successes()) == 0
 
 
-def test_torn_last_line_is_skipped_and_cannot_swallow_the_next_row(tmp_path: Path) -> None:
+def test_torn_last_line_is_skipped_then_cut_off_by_the_next_append(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.jsonl")
     store.append(_row("a"))
     full = json.dumps(_row("b")).encode()
@@ -80,7 +80,8 @@ def test_torn_last_line_is_skipped_and_cannot_swallow_the_next_row(tmp_path: Pat
         handle.write(full[: len(full) // 2])
     assert [r["key"] for r in store.rows()] == ["a"] and store.skipped_lines == 1
     assert store.append(_row("c"))
-    assert [r["key"] for r in store.rows()] == ["a", "c"] and store.skipped_lines == 1
+    assert [r["key"] for r in store.rows()] == ["a", "c"] and store.skipped_lines == 0
+    assert store.path.read_bytes().count(b"\n") == 2
 
 
 def test_foreign_or_incomplete_json_lines_are_not_rows(tmp_path: Path) -> None:
@@ -124,7 +125,13 @@ def test_kill_minus_9_while_appending_leaves_only_complete_rows(tmp_path: Path) 
     store = ResultsStore(path)
     rows = store.rows()
     assert len(rows) >= 10, "the writers did not get going"
-    assert store.skipped_lines == 0
+    # Linux may cut a 200 kB write short on SIGKILL: at most the last line is torn, and never parses as a row
+    assert store.skipped_lines <= 1
+    assert (store.skipped_lines == 1) == (not path.read_bytes().endswith(b"\n"))
+    assert store.append({**rows[0], "key": "after-the-kill"})      # the next writer cuts the torn tail off
+    rows = store.rows()
+    assert store.skipped_lines == 0 and rows[-1]["key"] == "after-the-kill"
+    rows = rows[:-1]
     assert all(len(r["payload"]) == 200_000 for r in rows)
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys))
