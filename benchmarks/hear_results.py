@@ -10,6 +10,12 @@ training (`data_splits_from_folds`), hence protocols such as `hear/esc50-v2.0.0-
 We ingest one row per test split, with heareval's own number: nothing is recomputed. The embedding module folder
 (`<module>` or `<module>-<options>`), heareval's grid size and determinism are the row's settings: runs differing in
 them are kept apart in the store and in the table.
+
+heareval does not write down which of its grids (`--grid default|fast|faster`) a run used, so the grid is read off
+the selected hyperparameters (`hparams`), which lie in exactly one of its grids (`heareval_grid`). Only the default
+grid is the HEAR benchmark's protocol: `fast` and `faster` stop after 10–50 epochs (`faster`: 64–128-unit MLPs,
+patience 1–3), so on small sets the selected model is often epoch 0. Their rows are smoke tests (`extra.smoke_test`):
+the table labels them so and `--compare` leaves them out.
 """
 
 from __future__ import annotations
@@ -32,6 +38,37 @@ NOT_SPLITS = {"aggregated_scores", "hparams", "postprocessing", "score_mode", "e
 # heareval seeds everything with 42 when --deterministic (its default) is on
 HEAREVAL_SEED = 42
 METRICS = {"top1_acc": "accuracy", "mAP": "mAP"}
+HEAREVAL_GRIDS = ("default", "fast", "faster")
+BENCHMARK_GRID = "default"            # the grid of the HEAR 2021 protocol; the others are smoke tests
+UNKNOWN_GRID = "unknown"
+
+
+def heareval_grid(hparams: Any) -> str:
+    """Which of heareval's grids holds the selected `hparams` (as heareval writes them: non-numbers as `str`), or
+    "unknown" (no hparams, a grid of another heareval version, a task-specific grid)."""
+    if not isinstance(hparams, dict) or not hparams:
+        return UNKNOWN_GRID
+    from heareval.predictions import task_predictions as heareval      # imported only to ingest HEAR rows
+
+    grids = {"default": heareval.PARAM_GRID, "fast": heareval.FAST_PARAM_GRID, "faster": heareval.FASTER_PARAM_GRID}
+    matching = [name for name in HEAREVAL_GRIDS
+                if all(name_ in hparams and _heareval_text(hparams[name_]) in map(_heareval_text, values)
+                       for name_, values in grids[name].items() if name_ not in _TASK_SPECIFIC)]
+    return matching[0] if len(matching) == 1 else UNKNOWN_GRID
+
+
+# heareval overrides these per task (TASK_SPECIFIC_PARAM_GRID, a task's own evaluation_params), so they do not tell
+# the grid apart; a function's repr (initialization) carries its address, so it is compared by name
+_TASK_SPECIFIC = ("check_val_every_n_epoch",)
+
+
+def _heareval_text(value: Any) -> str:
+    """A grid value as heareval writes it into hparams (`str` of non-numbers), a function by its name only."""
+    if isinstance(value, (bool, int, float)):
+        return repr(value)
+    text = str(value)
+    function = re.fullmatch(r"<function (\S+) at 0x[0-9a-f]+>", text)
+    return f"<function {function.group(1)}>" if function else text
 
 
 def find_task_dirs(path: str | Path) -> list[Path]:
@@ -81,6 +118,7 @@ def hear_cells(task_dir: Path, encoder: EncoderSpec) -> list[tuple[TaskCell, Tas
     task_name = str(metadata.get("task_name", task_dir.name))
     protocol = protocol_of(task_dir, metadata)
     deterministic = bool(done.get("deterministic", True))
+    grid = heareval_grid(scores.get("hparams"))
     out = []
     for split, values in scores.items():
         if split in NOT_SPLITS:
@@ -96,10 +134,11 @@ def hear_cells(task_dir: Path, encoder: EncoderSpec) -> list[tuple[TaskCell, Tas
                         seed=HEAREVAL_SEED if deterministic else 0, fold=int(digits.group(1)) if digits else None,
                         data_root=str(task_dir), recipe="heareval.predictions",
                         overrides={"grid_points": done.get("grid_points"), "deterministic": deterministic,
-                                   "module": task_dir.parent.name})
+                                   "module": task_dir.parent.name, "grid": grid})
         extra = {k: v for k, v in values.items() if k.startswith("test_") or k in ("validation_score", "epoch")}
         extra.update({"hear_task": task_name, "hear_split": split, "hparams": scores.get("hparams", {}),
-                      "score_mode": scores.get("score_mode")})
+                      "score_mode": scores.get("score_mode"), "heareval_grid": grid,
+                      "smoke_test": grid != BENCHMARK_GRID})
         out.append((cell, TaskResult(METRICS.get(primary, primary), float(value), extra),
                     60.0 * float(values.get("time_in_min") or 0.0)))
     if not out:
@@ -125,4 +164,5 @@ def ingest_hear_scores(path: str | Path, encoder: EncoderSpec, store: ResultsSto
     return store.append_all(hear_rows(path, encoder, pretraining=pretraining))
 
 
-__all__ = ["find_task_dirs", "hear_cells", "hear_rows", "ingest_hear_scores", "protocol_of"]
+__all__ = ["BENCHMARK_GRID", "UNKNOWN_GRID", "find_task_dirs", "hear_cells", "heareval_grid", "hear_rows",
+           "ingest_hear_scores", "protocol_of"]

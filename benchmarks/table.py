@@ -39,7 +39,9 @@ REFERENCE_FILE = Path(__file__).parent / "reference.yaml"
 TASK_LABELS = {"as2m": "AS-2M", "as20k": "AS-20K", "esc50": "ESC-50", "speechcommands_v2": "SC-V2",
                "speechcommands_v1": "SC-V1", "voxceleb1": "SID"}
 METRIC_LABELS = {"accuracy": "acc", "mAP": "mAP"}
+SMOKE_MODE = "hear-smoke"
 MODE_LABELS = {"finetune": "finetune", "probe": "probe (frozen)", "hear": "HEAR MLP (frozen)",
+               SMOKE_MODE: "HEAR MLP (frozen), smoke test",
                "s3prl-frozen": "s3prl frozen", "s3prl-finetune": "s3prl finetuned"}
 OURS = "ours"
 PRETRAINED, FLOOR_FBANK, FLOOR_RANDOM = "pretrained", "floor: fbank stats", "floor: random init"
@@ -120,12 +122,31 @@ def select_epoch(rows: pd.DataFrame, epoch: str = "best") -> pd.DataFrame:
     return rows.assign(value=values, extra=extras, epoch=shown)
 
 
+def smoke_tests(rows: pd.DataFrame) -> pd.Series:
+    """HEAR rows scored with one of heareval's reduced grids (`fast`, `faster`: benchmarks.hear_results): smoke tests
+    of the pipeline, not measurements. Rows stored before `extra.smoke_test` existed are judged by their `hparams`."""
+    def smoke(mode: Any, extra: Any) -> bool:
+        if mode != "hear":
+            return False
+        marked = _extra(extra, "smoke_test")
+        if marked is not None:
+            return bool(marked)
+        from .hear_results import BENCHMARK_GRID, UNKNOWN_GRID, heareval_grid    # heareval, only for old rows
+
+        grid = heareval_grid(_extra(extra, "hparams"))
+        return grid not in (BENCHMARK_GRID, UNKNOWN_GRID)
+
+    extras = rows["extra"] if "extra" in rows else pd.Series([None] * len(rows), index=rows.index)
+    return pd.Series([smoke(m, e) for m, e in zip(rows["mode"], extras)], index=rows.index, dtype=bool)
+
+
 def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Store rows as the table names them: `encoder` becomes `name@sha8` when one name was used with two encoder
-    identities (`checkpoint_sha256`: weights + config; rows stored before that identity carry the file's bytes),
-    `mode` becomes `mode · recipe <digest6>` when one encoder × task × mode ran two resolved recipes (the given names
-    stay in `encoder_name`, `base_mode`), and `kind` says whether a row is a floor: the fbank-statistics baseline
-    (`extra.encoder_arch` or `init` = fbank_stats, for every row of that encoder) or a random-init twin."""
+    """Store rows as the table names them: HEAR smoke tests (`smoke_tests`) get their own mode, `hear-smoke`;
+    `encoder` becomes `name@sha8` when one name was used with two encoder identities (`checkpoint_sha256`: weights
+    + config; rows stored before that identity carry the file's bytes); `mode` becomes `mode · recipe <digest6>`
+    when one encoder × task × mode ran two resolved recipes (the given names stay in `encoder_name`, `base_mode`);
+    and `kind` says whether a row is a floor: the fbank-statistics baseline (`extra.encoder_arch` or `init` =
+    fbank_stats, for every row of that encoder) or a random-init twin."""
     rows = rows.copy()
     for name, default in (("pretraining", ""), ("init", "pretrained"), ("checkpoint_sha256", ""),
                           ("recipe_digest", "")):
@@ -134,6 +155,7 @@ def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
         rows[name] = rows[name].fillna(default)
     if "extra" not in rows:
         rows["extra"] = None
+    rows["mode"] = rows["mode"].where(~smoke_tests(rows), SMOKE_MODE)
     rows["encoder_name"], rows["base_mode"] = rows["encoder"], rows["mode"]
     shas = rows.groupby("encoder")["checkpoint_sha256"].transform("nunique")
     rows["encoder"] = rows["encoder"].where(shas <= 1, rows["encoder"] + "@" + rows["checkpoint_sha256"].str[:8])
@@ -285,8 +307,9 @@ def format_cell(mean: float, std: float, n: float, pm: str = "±", ci_low: float
 
 def _row_order(rows: pd.DataFrame) -> pd.DataFrame:
     """Quoted rows first (as printed in their sources), then ours: pretrained rows, then the floors together
-    (fbank statistics, then random init), each block by model and mode."""
+    (fbank statistics, then random init), each block by model and mode; smoke tests last, apart from them all."""
     kind = rows["Kind"].map(KIND_ORDER).fillna(len(KIND_ORDER)).where(rows["Source"] == OURS, -1)
+    kind = kind.where(rows["Mode"] != MODE_LABELS[SMOKE_MODE], len(KIND_ORDER) + 1)
     return rows.assign(_kind=kind, _mode=rows["Mode"]).sort_values(["_kind", "Model", "_mode"])
 
 
@@ -498,6 +521,11 @@ def legend(long: pd.DataFrame, *, failed: int = 0, resamples: int = RESAMPLES) -
             f"Kind: `{PRETRAINED}`, or a floor listed right after them — `{FLOOR_FBANK}` (per-band fbank mean + std, "
             f"no weights) or `{FLOOR_RANDOM}` (the same architecture, untrained).\n")
     ours = long[long["source"] == OURS] if len(long) else long
+    if len(ours) and (ours["mode"] == SMOKE_MODE).any():
+        text += (f"\n`{MODE_LABELS[SMOKE_MODE]}`: HEAR rows scored with one of heareval's reduced grids (`--grid fast` "
+                 "or `faster`: at most 10–50 epochs, often the epoch-0 model on small sets) — a check that the "
+                 "pipeline runs, not a measurement; listed last and left out of `--compare`. heareval's default "
+                 "grid is the HEAR protocol.\n")
     missing = ours[ours["ci_basis"].astype(str).str.startswith("none")] if len(ours) else ours
     if len(missing):
         reasons = missing["ci_basis"].str.extract(r"none \((.*)\)")[0].value_counts()
@@ -626,6 +654,10 @@ def compare(rows: pd.DataFrame, a: str, b: str, *, task: str | None = None, mode
     rows_a, rows_b = _select_encoder(rows, a), _select_encoder(rows, b)
     if set(rows_a.index) & set(rows_b.index):
         raise AsitError(f"{a} and {b} are the same runs: compare two different encoders")
+    smoke = sorted({column_label(t, m, p) for frame in (rows_a, rows_b)
+                    for t, m, p, mode in zip(frame["task"], frame["metric"], frame["protocol"], frame["mode"])
+                    if mode == SMOKE_MODE})
+    rows_a, rows_b = rows_a[rows_a["mode"] != SMOKE_MODE], rows_b[rows_b["mode"] != SMOKE_MODE]
     if task is not None:
         tasks = {t for t in set(rows["task"]) if task in (t, TASK_LABELS.get(t))}
         if not tasks:
@@ -637,12 +669,15 @@ def compare(rows: pd.DataFrame, a: str, b: str, *, task: str | None = None, mode
             return frame[(frame["base_mode"] == mode) | (frame["mode"] == mode) | (shown == mode)]
         rows_a, rows_b = pick(rows_a), pick(rows_b)
     column = ["task", "base_mode", "protocol"]
+    smoke_note = [f"{label}: HEAR smoke test (heareval's reduced grid), not a measurement; not compared"
+                  for label in smoke]
     common = sorted(set(map(tuple, rows_a[column].to_numpy())) & set(map(tuple, rows_b[column].to_numpy())),
                     key=lambda c: (_task_order(c[0]), c[1], c[2]))
     where = "".join(f" {label} {value}" for label, value in (("task", task), ("mode", mode)) if value)
     if not common:
-        raise AsitError(f"{a} and {b} share no task × mode × protocol{where and ' with' + where}")
-    records, notes = [], []
+        why = f" ({'; '.join(smoke_note)})" if smoke_note else ""
+        raise AsitError(f"{a} and {b} share no task × mode × protocol{where and ' with' + where}{why}")
+    records, notes = [], list(smoke_note)
     groups_a, groups_b = rows_a.groupby(column), rows_b.groupby(column)
     for key in common:
         side_a, side_b = groups_a.get_group(key), groups_b.get_group(key)
@@ -657,8 +692,9 @@ def compare(rows: pd.DataFrame, a: str, b: str, *, task: str | None = None, mode
                 record["mode"] = mode_a if mode_a == mode_b else f"{mode_a} vs {mode_b}"
                 records.append(record)
     if not records:
+        failed = notes[len(smoke_note):]
         more = f" ({len(notes) - 1} more column(s) could not be compared either)" if len(notes) > 1 else ""
-        raise AsitError(f"{notes[0]}{more}")
+        raise AsitError(f"{(failed or notes)[0]}{more}")
     table = pd.DataFrame(records, columns=COMPARE_COLUMNS)
     return table.astype({"a_only": "Int64", "b_only": "Int64"}), notes
 
