@@ -13,6 +13,9 @@ A suite is a YAML file (benchmarks/suites/*.yaml, see docs/benchmarks.md)::
     seeds: [1, 2]
     overrides: {finetune: {epochs: 2}}          # recipe overrides per mode, for every task
 
+A suite may also pretrain the encoders it measures (`pretrain:`, benchmarks/suite_pretrain.py): an encoder then
+names its run (`pretrained: asit`) instead of a path, and the cells of seed s measure that run's seed-s encoder.
+
 Every cell has a key (benchmarks.results.cell_key); a cell whose key has a successful row in the store is skipped,
 so rerunning a crashed or interrupted suite runs only what is missing. A cell that raises is recorded as failed
 with its error, the suite goes on, and the next run retries it.
@@ -41,6 +44,7 @@ from upstream.errors import AsitError
 from upstream.floors import INITS
 
 from .results import STATUS_OK, ResultsStore, cell_key, checkpoint_identity, make_row
+from .suite_pretrain import PretrainRun, encoder_path, parse_pretrain, pretrain_runs
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_RUNNER = "tasks.run:run_task"
@@ -62,8 +66,9 @@ FLOOR_PRETRAINING = {"scratch": "none (scratch)", "fbank_stats": "none (fbank st
 
 @dataclass(frozen=True)
 class SuiteEncoder:
-    spec: EncoderSpec
+    spec: EncoderSpec                # its path is a placeholder when `pretrained` names a run
     pretraining: str = ""            # what it was pretrained on, for the leaderboard ("" = unknown)
+    pretrained: str = ""             # the suite's pretraining run whose seed-s encoder the seed-s cells measure
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,14 @@ class Suite:
     results: Path
     work_dir: Path
     runner: str = DEFAULT_RUNNER
+    pretrain: tuple[PretrainRun, ...] = ()                                # runs this suite trains itself
+
+    def encoder_for(self, encoder: SuiteEncoder, seed: int) -> EncoderSpec:
+        """The encoder the cells of `seed` measure: its own file, or its pretraining run's seed-`seed` export."""
+        if not encoder.pretrained:
+            return encoder.spec
+        return EncoderSpec(encoder.spec.name, str(encoder_path(self.work_dir, encoder.pretrained, seed)),
+                           encoder.spec.init)
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,7 @@ def read_suite_file(path: Path) -> dict[str, Any]:
 def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str | Path | None = None,
                 work_dir: str | Path | None = None) -> Suite:
     known = {"name", "vars", "encoders", "data", "tasks", "modes", "seeds", "overrides", "results", "work_dir",
-             "runner"}
+             "runner", "pretrain"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise AsitError(f"suite {source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
@@ -159,6 +172,17 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str
             raise AsitError(f"suite {source}: {where} is not set ({text!r}); pass {hint}")
         return text
 
+    def fill_all(value: Any, where: str) -> Any:
+        """`fill` on every string inside a mapping or list (other values as they are)."""
+        if isinstance(value, Mapping):
+            return {k: fill_all(v, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [fill_all(v, where) for v in value]
+        return fill(value, where) if isinstance(value, str) else value
+
+    pretrain = parse_pretrain(raw.get("pretrain"), source, fill_all, lambda value, where: _mapping(value, where,
+                                                                                                   source))
+    runs = {run.name: run for run in pretrain}
     modes = tuple(str(m) for m in _listing(raw.get("modes", list(MODES)), "modes", source))
     bad_modes = [m for m in modes if m not in MODES]
     if bad_modes or not modes:
@@ -170,21 +194,26 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str
     encoders = []
     for enc_name, entry in _mapping(raw.get("encoders"), "encoders", source).items():
         entry = _mapping(entry, f"encoders.{enc_name}", source)
-        extra = sorted(set(entry) - {"path", "init", "pretraining"})
+        extra = sorted(set(entry) - {"path", "pretrained", "init", "pretraining"})
         if extra:
             raise AsitError(f"suite {source}: encoders.{enc_name} has unknown key(s) {', '.join(extra)} "
-                            "(valid: path, init, pretraining)")
+                            "(valid: path or pretrained, init, pretraining)")
         if not _NAME.match(str(enc_name)):
             raise AsitError(f"suite {source}: encoder name {enc_name!r} must be letters, digits, '_', '.', '+', '-'")
         init = str(entry.get("init", "pretrained"))
         if init not in INITS:
             raise AsitError(f"suite {source}: encoders.{enc_name}.init must be one of {', '.join(INITS)}, got {init!r}")
-        if "path" not in entry:
-            raise AsitError(f"suite {source}: encoders.{enc_name} has no path")
-        pretraining = fill(entry.get("pretraining", FLOOR_PRETRAINING.get(init, "")),
-                           f"encoders.{enc_name}.pretraining")
-        encoders.append(SuiteEncoder(EncoderSpec(str(enc_name), fill(entry["path"], f"encoders.{enc_name}.path"),
-                                                 init), pretraining))
+        if ("path" in entry) == ("pretrained" in entry):
+            raise AsitError(f"suite {source}: encoders.{enc_name} needs either a path or `pretrained: RUN` (a run "
+                            "of the suite's pretrain section)")
+        run = str(entry.get("pretrained", ""))
+        if run and run not in runs:
+            raise AsitError(f"suite {source}: encoders.{enc_name}.pretrained {run!r} is not a run of the pretrain "
+                            f"section (runs: {', '.join(runs) or 'none'})")
+        default_text = (runs[run].describe() if run and init == "pretrained" else FLOOR_PRETRAINING.get(init, ""))
+        pretraining = fill(entry.get("pretraining", default_text), f"encoders.{enc_name}.pretraining")
+        path = fill(entry["path"], f"encoders.{enc_name}.path") if not run else f"<pretrain run {run}>"
+        encoders.append(SuiteEncoder(EncoderSpec(str(enc_name), path, init), pretraining, run))
     if not encoders:
         raise AsitError(f"suite {source}: no encoders")
 
@@ -223,7 +252,7 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str
                      fill(raw.get("results", "results/{name}.jsonl"), "results")),
                  work_dir=Path(work_dir) if work_dir is not None else Path(
                      fill(raw.get("work_dir", "runs/bench/{name}"), "work_dir")),
-                 runner=str(raw.get("runner") or DEFAULT_RUNNER))
+                 runner=str(raw.get("runner") or DEFAULT_RUNNER), pretrain=pretrain)
 
 
 def _referenced(template: str) -> list[str]:
@@ -278,9 +307,16 @@ def plan_suite(suite: Suite, *, check_data: bool = True) -> list[PlannedCell]:
         if missing:
             raise AsitError(f"suite {suite.source}: data root(s) not found: {'; '.join(missing)}")
     hashes = {}
-    for encoder in suite.encoders:
+    for encoder, seed in itertools.product(suite.encoders, suite.seeds):
+        path = suite.encoder_for(encoder, seed).path
+        if path in hashes:
+            continue
+        if encoder.pretrained and not Path(path).is_file():
+            raise AsitError(f"suite {suite.source}: encoders.{encoder.spec.name}: pretraining run "
+                            f"{encoder.pretrained} seed {seed} has not finished ({path}); `asit bench` trains it "
+                            "before planning the cells")
         try:
-            hashes[encoder.spec.path] = checkpoint_identity(encoder.spec.path)
+            hashes[path] = checkpoint_identity(path)
         except AsitError as exc:
             raise AsitError(f"suite {suite.source}: encoders.{encoder.spec.name}.path: checkpoint {exc}") from None
     cells = []
@@ -288,10 +324,11 @@ def plan_suite(suite: Suite, *, check_data: bool = True) -> list[PlannedCell]:
         overrides = deep_merge(suite.overrides.get(mode, {}), task.overrides.get(mode, {}))
         digest = resolved_recipe_digest(suite, task, mode, overrides)
         for encoder, seed, fold in itertools.product(suite.encoders, suite.seeds, task.folds):
-            cell = TaskCell(encoder=encoder.spec, task=task.task, mode=mode, protocol=task.protocol, seed=seed,
+            spec = suite.encoder_for(encoder, seed)
+            cell = TaskCell(encoder=spec, task=task.task, mode=mode, protocol=task.protocol, seed=seed,
                             fold=fold, data_root=task.data_root, recipe=task.recipes.get(mode, ""),
                             overrides=overrides)
-            sha = hashes[encoder.spec.path]
+            sha = hashes[spec.path]
             cells.append(PlannedCell(cell, cell_key(cell, sha, digest), sha, encoder.pretraining, digest))
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
@@ -351,6 +388,7 @@ def run_suite(suite: Suite, *, runner: Runner | None = None, store: ResultsStore
               progress: bool = True, log: Callable[[str], None] = print) -> SuiteReport:
     """Run every cell of `suite` whose key has no successful row in the store, appending one row per cell."""
     store = store or ResultsStore(suite.results)
+    pretrain_runs(suite.pretrain, suite.seeds, suite.work_dir, suite=suite.name, log=log)
     cells = plan_suite(suite)
     runner = runner or resolve_runner(suite.runner)
     finished = store.finished_keys()

@@ -307,10 +307,14 @@ def format_cell(mean: float, std: float, n: float, pm: str = "±", ci_low: float
 
 def _row_order(rows: pd.DataFrame) -> pd.DataFrame:
     """Quoted rows first (as printed in their sources), then ours: pretrained rows, then the floors together
-    (fbank statistics, then random init), each block by model and mode; smoke tests last, apart from them all."""
+    (fbank statistics, then random init), each block by model and mode; smoke tests last, apart from them all. Our
+    pretrained rows are grouped by their pretraining text first, which names the objective first where a suite
+    pretrained the encoder (benchmarks/suite_pretrain.py), a head-to-head lists each objective's variants together."""
     kind = rows["Kind"].map(KIND_ORDER).fillna(len(KIND_ORDER)).where(rows["Source"] == OURS, -1)
     kind = kind.where(rows["Mode"] != MODE_LABELS[SMOKE_MODE], len(KIND_ORDER) + 1)
-    return rows.assign(_kind=kind, _mode=rows["Mode"]).sort_values(["_kind", "Model", "_mode"])
+    text = rows["Pretraining"].astype(str) if "Pretraining" in rows else pd.Series("", index=rows.index)
+    group = text.where(kind == KIND_ORDER[PRETRAINED], "")
+    return rows.assign(_kind=kind, _group=group, _mode=rows["Mode"]).sort_values(["_kind", "_group", "Model", "_mode"])
 
 
 def wide_table(long: pd.DataFrame, pm: str = "±", *, cost: bool = True) -> pd.DataFrame:
@@ -457,7 +461,7 @@ def plot(long: pd.DataFrame, path: Path, title: str = "Leaderboard") -> Path:
                .sort_values(["_task", "protocol"])["column"].drop_duplicates().tolist())
     entries = frame.drop_duplicates("entry")
     entries = _row_order(entries.assign(Source=entries["source"], Kind=entries["kind"], Model=entries["model"],
-                                        Mode=entries["mode"]))
+                                        Mode=entries["mode"].map(_mode_label), Pretraining=entries["pretraining"]))
     width = 0.8 / max(1, len(entries))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(columns) + 2.5), 4.8))
     cmap = plt.get_cmap("tab10")

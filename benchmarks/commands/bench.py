@@ -46,6 +46,15 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, args.sets, results=args.results, work_dir=args.work_dir)
     if args.dry_run:
         from ..results import ResultsStore
+        from ..suite_pretrain import pending
+
+        waiting = pending(suite.pretrain, suite.seeds, suite.work_dir)
+        for run in waiting:
+            print(f"todo  pretrain {run}")
+        if waiting:
+            print(f"{len(waiting)} pretraining run(s) to train first (under {suite.work_dir}); the cells are "
+                  "planned once their encoders exist")
+            return 0
 
         finished = ResultsStore(suite.results).finished_keys()
         cells = plan_suite(suite, check_data=False)
