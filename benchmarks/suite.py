@@ -193,6 +193,8 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str
 
     encoders = []
     for enc_name, entry in _mapping(raw.get("encoders"), "encoders", source).items():
+        if entry is False:                                   # --set encoders.asit-local=false leaves one out
+            continue
         entry = _mapping(entry, f"encoders.{enc_name}", source)
         extra = sorted(set(entry) - {"path", "pretrained", "init", "pretraining"})
         if extra:

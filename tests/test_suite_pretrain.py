@@ -158,3 +158,12 @@ def test_dry_run_lists_the_pretraining_still_to_do(tmp_path: Path, tone_folder: 
     out = capsys.readouterr().out
     assert "todo  pretrain asit seed 0" in out and "todo  pretrain asit-recon seed 1" in out
     assert "4 pretraining run(s) to train first" in out and not (tmp_path / "work").exists()
+
+
+def test_runs_and_encoders_can_be_left_out_from_the_command_line(tmp_path: Path) -> None:
+    sets = [f"vars.devsets={tmp_path}", "pretrain.runs.asit-local=false"]
+    with pytest.raises(AsitError, match="encoders.asit-local.pretrained 'asit-local' is not a run"):
+        load_suite("head_to_head_cpu", sets)
+    suite = load_suite("head_to_head_cpu", [*sets, "encoders.asit-local=false"])
+    assert "asit-local" not in {r.name for r in suite.pretrain} | {e.spec.name for e in suite.encoders}
+    assert len(suite.pretrain) == 10 and len(suite.encoders) == 13
