@@ -114,8 +114,11 @@ def _file_sha256_or_empty(path: str) -> str:
 def make_row(cell: TaskCell, key: str, checkpoint_sha256: str, *, result: TaskResult | None = None,
              error: str | None = None, duration_s: float = 0.0, suite: str = "",
              pretraining: str = "", recipe_digest: str = "",
-             checkpoint_file_sha256: str | None = None) -> dict[str, Any]:
+             checkpoint_file_sha256: str | None = None, pretrain_run: str = "") -> dict[str, Any]:
     """One store row for a finished cell (`result`) or a failed one (`error`).
+
+    `pretrain_run`: the suite's pretraining run whose seed-`seed` encoder the cell measured (suites that pretrain
+    their encoders, benchmarks/suite_pretrain.py): its rows hold one checkpoint per seed by design.
 
     `checkpoint_sha256` keeps its historical field name but holds the checkpoint's weights + config identity
     (`checkpoint_identity`); `checkpoint_file_sha256` is the SHA-256 of the file's bytes, for provenance (default:
@@ -135,6 +138,7 @@ def make_row(cell: TaskCell, key: str, checkpoint_sha256: str, *, result: TaskRe
         "checkpoint_sha256": checkpoint_sha256,
         "checkpoint_file_sha256": checkpoint_file_sha256,
         "pretraining": pretraining,
+        "pretrain_run": pretrain_run,
         "task": cell.task,
         "mode": cell.mode,
         "protocol": result.extra.get("protocol", cell.protocol) if result is not None else cell.protocol,

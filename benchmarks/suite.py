@@ -110,6 +110,7 @@ class PlannedCell:
     checkpoint_sha256: str
     pretraining: str = ""
     recipe_digest: str = ""
+    pretrain_run: str = ""           # the suite's pretraining run whose seed-s encoder this cell measures
 
     @property
     def label(self) -> str:
@@ -331,7 +332,8 @@ def plan_suite(suite: Suite, *, check_data: bool = True) -> list[PlannedCell]:
                             fold=fold, data_root=task.data_root, recipe=task.recipes.get(mode, ""),
                             overrides=overrides)
             sha = hashes[spec.path]
-            cells.append(PlannedCell(cell, cell_key(cell, sha, digest), sha, encoder.pretraining, digest))
+            cells.append(PlannedCell(cell, cell_key(cell, sha, digest), sha, encoder.pretraining, digest,
+                                     encoder.pretrained))
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         dupes = sorted({c.label for c in cells if keys.count(c.key) > 1})
@@ -429,12 +431,12 @@ def run_cell(planned: PlannedCell, runner: Runner, work_root: Path, *, suite: st
     except Exception as exc:  # a failing cell must not take the finished ones with it
         tail = "".join(traceback.format_exception(exc)[-6:])
         error = f"{type(exc).__name__}: {exc}\n{tail}"
-        return make_row(planned.cell, planned.key, planned.checkpoint_sha256, error=error,
-                        duration_s=time.monotonic() - started, suite=suite, pretraining=planned.pretraining,
-                    recipe_digest=planned.recipe_digest)
-    return make_row(planned.cell, planned.key, planned.checkpoint_sha256, result=result,
+        outcome: dict[str, Any] = {"error": error}
+    else:
+        outcome = {"result": result}
+    return make_row(planned.cell, planned.key, planned.checkpoint_sha256, **outcome,
                     duration_s=time.monotonic() - started, suite=suite, pretraining=planned.pretraining,
-                    recipe_digest=planned.recipe_digest)
+                    recipe_digest=planned.recipe_digest, pretrain_run=planned.pretrain_run)
 
 
 def _check_result(result: Any) -> None:

@@ -52,10 +52,10 @@ class PretrainRun:
 
 
 Fill = Callable[[Any, str], Any]
-Mapping_ = Callable[[Any, str], dict[str, Any]]
+MappingCheck = Callable[[Any, str], dict[str, Any]]
 
 
-def parse_pretrain(raw: Any, source: str, fill: Fill, mapping: Mapping_) -> tuple[PretrainRun, ...]:
+def parse_pretrain(raw: Any, source: str, fill: Fill, mapping: MappingCheck) -> tuple[PretrainRun, ...]:
     """The `pretrain` section: each run's config resolved (shipped name or file, `inherit:`, the shared then its own
     overrides) and validated now, so a typo stops the suite before anything trains. `fill(value, where)` substitutes
     the suite's variables into the strings of a value; `mapping(value, where)` checks a value is a mapping."""

@@ -143,13 +143,14 @@ def smoke_tests(rows: pd.DataFrame) -> pd.Series:
 def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Store rows as the table names them: HEAR smoke tests (`smoke_tests`) get their own mode, `hear-smoke`;
     `encoder` becomes `name@sha8` when one name was used with two encoder identities (`checkpoint_sha256`: weights
-    + config; rows stored before that identity carry the file's bytes); `mode` becomes `mode · recipe <digest6>`
-    when one encoder × task × mode ran two resolved recipes (the given names stay in `encoder_name`, `base_mode`);
-    and `kind` says whether a row is a floor: the fbank-statistics baseline (`extra.encoder_arch` or `init` =
-    fbank_stats, for every row of that encoder) or a random-init twin."""
+    + config; rows stored before that identity carry the file's bytes) — for a suite-pretrained encoder
+    (`pretrain_run`), one seed with two, since each seed is its own pretraining; `mode` becomes
+    `mode · recipe <digest6>` when one encoder × task × mode ran two resolved recipes (the given names stay in
+    `encoder_name`, `base_mode`); and `kind` says whether a row is a floor: the fbank-statistics baseline
+    (`extra.encoder_arch` or `init` = fbank_stats, for every row of that encoder) or a random-init twin."""
     rows = rows.copy()
     for name, default in (("pretraining", ""), ("init", "pretrained"), ("checkpoint_sha256", ""),
-                          ("recipe_digest", "")):
+                          ("recipe_digest", ""), ("pretrain_run", "")):
         if name not in rows:
             rows[name] = default
         rows[name] = rows[name].fillna(default)
@@ -157,7 +158,11 @@ def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
         rows["extra"] = None
     rows["mode"] = rows["mode"].where(~smoke_tests(rows), SMOKE_MODE)
     rows["encoder_name"], rows["base_mode"] = rows["encoder"], rows["mode"]
-    shas = rows.groupby("encoder")["checkpoint_sha256"].transform("nunique")
+    # a suite-pretrained encoder is one checkpoint per seed by design: it splits only when a seed has two
+    per_seed = rows["pretrain_run"].astype(str) != ""
+    unit = rows["encoder"] + np.where(per_seed, " #seed " + rows["seed"].astype(str), "")
+    shas = rows.groupby(unit)["checkpoint_sha256"].transform("nunique")
+    shas = shas.groupby(rows["encoder"]).transform("max")
     rows["encoder"] = rows["encoder"].where(shas <= 1, rows["encoder"] + "@" + rows["checkpoint_sha256"].str[:8])
     recipes = rows.groupby(["encoder", "task", "mode", "protocol"])["recipe_digest"].transform("nunique")
     rows["mode"] = rows["mode"].where(recipes <= 1, rows["mode"] + " · recipe " + rows["recipe_digest"].str[:6])

@@ -74,6 +74,11 @@ def test_a_suite_pretrains_each_run_per_seed_and_measures_that_seed_with_it(tmp_
         run = "asit" if row["encoder"] == "scratch-vit" else row["encoder"]
         assert row["checkpoint"] == str(folders[(run, row["seed"])] / "encoder.pt")
         assert row["checkpoint_sha256"] == identities[(run, row["seed"])]
+    assert {r["pretrain_run"] for r in rows} == {"asit", "asit-recon"}
+    # one checkpoint per seed by design: the table averages the seeds instead of splitting the encoder by identity
+    wide = wide_table(long_table(load_results([tmp_path / "results.jsonl"])))
+    assert sorted(wide["Model"]) == ["asit", "asit-recon", "scratch-vit"]
+    assert all("(n=2)" in cell for cell in wide.iloc[:, -1])
     texts = {r["encoder"]: r["pretraining"] for r in rows}
     assert texts["asit-recon"].startswith("asit (asit-recon), " + str(tone_folder) + ", 1 epochs, batch 4")
     assert texts["scratch-vit"] == "none (scratch)"
