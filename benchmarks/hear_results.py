@@ -38,7 +38,6 @@ NOT_SPLITS = {"aggregated_scores", "hparams", "postprocessing", "score_mode", "e
 # heareval seeds everything with 42 when --deterministic (its default) is on
 HEAREVAL_SEED = 42
 METRICS = {"top1_acc": "accuracy", "mAP": "mAP"}
-HEAREVAL_GRIDS = ("default", "fast", "faster")
 BENCHMARK_GRID = "default"            # the grid of the HEAR 2021 protocol; the others are smoke tests
 UNKNOWN_GRID = "unknown"
 
@@ -51,9 +50,9 @@ def heareval_grid(hparams: Any) -> str:
     from heareval.predictions import task_predictions as heareval      # imported only to ingest HEAR rows
 
     grids = {"default": heareval.PARAM_GRID, "fast": heareval.FAST_PARAM_GRID, "faster": heareval.FASTER_PARAM_GRID}
-    matching = [name for name in HEAREVAL_GRIDS
-                if all(name_ in hparams and _heareval_text(hparams[name_]) in map(_heareval_text, values)
-                       for name_, values in grids[name].items() if name_ not in _TASK_SPECIFIC)]
+    matching = [name for name, grid in grids.items()
+                if all(key in hparams and _heareval_text(hparams[key]) in map(_heareval_text, values)
+                       for key, values in grid.items() if key not in _TASK_SPECIFIC)]
     return matching[0] if len(matching) == 1 else UNKNOWN_GRID
 
 

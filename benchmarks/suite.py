@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
-import re
 import string
 import time
 import traceback
@@ -44,12 +43,11 @@ from upstream.errors import AsitError
 from upstream.floors import INITS
 
 from .results import STATUS_OK, ResultsStore, cell_key, checkpoint_identity, make_row
-from .suite_pretrain import PretrainRun, encoder_path, parse_pretrain, pretrain_runs
+from .suite_pretrain import NAME, PretrainRun, encoder_path, parse_pretrain, pretrain_runs
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_RUNNER = "tasks.run:run_task"
 UNSET = "???"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 # The protocol each task is evaluated under (the task runner's, tasks.task_data.PROTOCOLS) and the held-out folds
 # it is run for (None: one cell on the official splits). ESC-50 is 5-fold cross-validation (train on 4 folds, test
@@ -201,7 +199,7 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str
         if extra:
             raise AsitError(f"suite {source}: encoders.{enc_name} has unknown key(s) {', '.join(extra)} "
                             "(valid: path or pretrained, init, pretraining)")
-        if not _NAME.match(str(enc_name)):
+        if not NAME.match(str(enc_name)):
             raise AsitError(f"suite {source}: encoder name {enc_name!r} must be letters, digits, '_', '.', '+', '-'")
         init = str(entry.get("init", "pretrained"))
         if init not in INITS:

@@ -34,7 +34,8 @@ from upstream.errors import AsitError
 PRETRAIN_FOLDER = "_pretrain"         # under the suite's work_dir; no encoder name can start with "_"
 MARKER = "suite_pretrain.json"
 ENCODER_FILE = "encoder.pt"
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")          # a folder name
+# encoder and run names: each becomes a folder name (and cannot start with "_", so never PRETRAIN_FOLDER)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def parse_pretrain(raw: Any, source: str, fill: Fill, mapping: MappingCheck) -> 
     the suite's variables into the strings of a value; `mapping(value, where)` checks a value is a mapping."""
     if raw is None:
         return ()
+    from upstream.pretrain_config import load_pretrain_config_dict     # the model stack, only for suites that train
+
     section = mapping(raw, "pretrain")
     unknown = sorted(set(section) - {"overrides", "runs"})
     if unknown:
@@ -71,7 +74,7 @@ def parse_pretrain(raw: Any, source: str, fill: Fill, mapping: MappingCheck) -> 
         if entry is False:                               # --set pretrain.runs.asit-local=false leaves a run out
             continue
         where = f"pretrain.runs.{name}"
-        if not RUN_NAME.match(str(name)):
+        if not NAME.match(str(name)):
             raise AsitError(f"suite {source}: {where}: a run name is letters, digits, '_', '.', '+', '-'")
         entry = mapping(entry, where)
         extra = sorted(set(entry) - {"config", "overrides"})
@@ -84,17 +87,11 @@ def parse_pretrain(raw: Any, source: str, fill: Fill, mapping: MappingCheck) -> 
                                            shared), own)
             config.pop("run_dir", None)
             config.pop("seed", None)
-            _validate(config)
+            load_pretrain_config_dict(dict(config))          # checked now, before anything trains
         except AsitError as exc:
             raise AsitError(f"suite {source}: {where}: {exc}") from None
         runs.append(PretrainRun(str(name), config, str(config.get("objective", {}).get("name", "asit"))))
     return tuple(runs)
-
-
-def _validate(config: Mapping[str, Any]) -> None:
-    from upstream.pretrain_config import load_pretrain_config_dict
-
-    load_pretrain_config_dict(dict(config))
 
 
 def run_dir(work_dir: Path, run: str, seed: int) -> Path:
@@ -163,4 +160,5 @@ def pending(runs: tuple[PretrainRun, ...], seeds: tuple[int, ...], work_dir: Pat
             if not encoder_path(work_dir, run.name, seed).is_file()]
 
 
-__all__ = ["PretrainRun", "config_digest", "encoder_path", "parse_pretrain", "pending", "pretrain_runs", "run_dir"]
+__all__ = ["NAME", "PretrainRun", "config_digest", "encoder_path", "parse_pretrain", "pending", "pretrain_runs",
+           "run_dir"]

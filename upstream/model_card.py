@@ -8,7 +8,8 @@ the result rows measured with exactly this encoder. The card is a snapshot taken
 appear after the next `asit export`.
 
 Rendering is pure (`render_card` reads no file and no store) so that the card's content is testable on plain dicts and
-`asit export` decides alone where rows come from.
+`asit export` decides alone where rows come from; `write_card` is the one place a card is written (at the end of
+pretraining and by `asit export`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import math
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from .atomic import atomic_write_text
 
 CARD_SUFFIX = ".md"
 NOT_RECORDED = "not recorded"
@@ -60,6 +63,15 @@ def card_info(path: str | Path, encoder: Any, frontend: Any, meta: Mapping[str, 
         "identity": identity,
         "results_from": [str(p) for p in results_from],
     }
+
+
+def write_card(path: str | Path, encoder: Any, frontend: Any, meta: Mapping[str, Any], identity: str,
+               rows: list[dict[str, Any]] | None = None, results_from: Iterable[str | Path] = ()) -> Path:
+    """Render the card of the encoder file `path` (with `rows`, its result rows found in `results_from`) and write it
+    atomically beside that file; returns the card's path."""
+    card = card_path(path)
+    atomic_write_text(card, render_card(card_info(path, encoder, frontend, meta, identity, results_from), rows or []))
+    return card
 
 
 def matching_rows(rows: Iterable[Mapping[str, Any]], identity: str) -> list[dict[str, Any]]:
@@ -250,4 +262,4 @@ def render_card(info: Mapping[str, Any], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CARD_SUFFIX", "card_identity", "card_info", "card_path", "matching_rows", "render_card"]
+__all__ = ["CARD_SUFFIX", "card_identity", "card_info", "card_path", "matching_rows", "render_card", "write_card"]

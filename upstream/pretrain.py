@@ -23,7 +23,7 @@ from .checkpoint import save_encoder
 from .errors import AsitError
 from .frontend import STATS_MAX_FILES, estimate_stats
 from .identity import encoder_identity
-from .model_card import card_info, card_path, render_card
+from .model_card import write_card
 from .health import read_metrics, run_report  # noqa: F401 (read_metrics re-exported)
 from .objectives import build_objective
 from .pretrain_config import (DataConfig, OptimConfig, PretrainConfig, TrainerConfig,  # noqa: F401 (re-exported)
@@ -252,8 +252,7 @@ class ExportEncoder(Callback):
             encoder = module.objective.export_encoder()
             path = save_encoder(self.path, encoder, module.config.frontend, meta=meta)
             # its model card (no results yet: `asit export` with --results adds them), shown by `asit info RUN_DIR`
-            info = card_info(path, encoder, module.config.frontend, meta, encoder_identity(path))
-            atomic_write_text(card_path(path), render_card(info, []))
+            write_card(path, encoder, module.config.frontend, meta, encoder_identity(path))
 
 
 def build_trainer(config: PretrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None) -> L.Trainer:

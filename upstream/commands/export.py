@@ -10,13 +10,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
 from ..checkpoint import load_encoder, save_encoder
 from ..cli import positive_int
 from ..errors import AsitError
 from ..floors import INITS, initialised
 from ..identity import encoder_identity
-from ..model_card import CARD_SUFFIX, card_info, card_path, matching_rows, render_card
+from ..model_card import CARD_SUFFIX, matching_rows, write_card
 
 DEFAULT_RESULTS = "results"
 
@@ -80,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # the identity of the file as written (a floor's differs from its source's), as result rows key it
     identity = encoder_identity(path)
     rows = matching_rows((row for store in stores for row in ResultsStore(store).rows()), identity)
-    card = card_path(path)
-    atomic_write_text(card, render_card(card_info(path, encoder, loaded.frontend, meta, identity, results), rows))
+    card = write_card(path, encoder, loaded.frontend, meta, identity, rows, results)
     floor = "" if meta["init"] == "pretrained" else f", floor: {meta['init']}"
     print(f"asit export: wrote {path} ({loaded.source}{floor}, {loaded.frontend.sample_rate} Hz frontend) and its "
           f"model card {card} ({len(rows)} result row(s))")
