@@ -124,7 +124,7 @@ def _runtime(model: str, precision: str, padding: str, device: torch.device) -> 
 
 
 def inference(model: str, precision: str, device: torch.device, seconds: float, batch: int, repeats: int,
-              padding: str = "chunk") -> dict[str, Any]:
+              padding: str = "step") -> dict[str, Any]:
     """Clips/s through the shared runtime (fbank + chunked encoder, all layers kept)."""
     runtime = _runtime(model, precision, padding, device)
     waves = torch.randn(batch, int(seconds * runtime.sample_rate), device=device) * 0.1
@@ -138,7 +138,7 @@ def inference(model: str, precision: str, device: torch.device, seconds: float, 
 
 
 def scaling(model: str, precision: str, device: torch.device, durations: list[float], repeats: int,
-            padding: str = "chunk") -> dict[str, Any]:
+            padding: str = "step") -> dict[str, Any]:
     """Runtime cost per second of audio over clip durations: flat means linear cost."""
     runtime = _runtime(model, precision, padding, device)
     rows = []
@@ -207,7 +207,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 def run_perf(models: list[str], precisions: list[str], device_name: str, out: Path, *, seconds: float = 10.0,
              batch: int = 8, train_batch: int = 8, train_frames: int | None = None, repeats: int = 3,
              durations: list[float] | None = None, benches: tuple[str, ...] = ("inference", "scaling", "pretrain"),
-             padding: str = "chunk") -> dict[str, Any]:
+             padding: str = "step") -> dict[str, Any]:
     """`models`: names in MODELS (the old ViT size names tiny/small/base are accepted for vit-*)."""
     models = [SIZE_ALIASES.get(m, m) for m in models]
     for name in models:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from upstream.errors import AsitError
 from upstream.identity import encoder_identity
+from upstream.precision import resolve_precision
 from upstream.runtime import EncoderRuntime, resolve_layers
 
 from .api import EncoderSpec, TaskResult
@@ -77,6 +78,7 @@ class Embedder:
                  cache: EmbeddingCache) -> None:
         self.backbone, self.recipe, self.cache = backbone, recipe, cache
         self.device = _device(recipe.device)
+        self.precision = resolve_precision(recipe.precision, self.device)    # `auto` resolved: part of the key
         self.layers = candidate_layers(recipe.layer, backbone.encoder.depth)
         chunk = recipe.chunk_frames or backbone.encoder.trained_frames
         self._identity = {
@@ -85,7 +87,7 @@ class Embedder:
             "init_seed": seed if encoder.init == "scratch" else None,
             "frontend": dataclasses.asdict(backbone.frontend),
             "runtime": {"pooling": recipe.pooling, "columns": recipe.columns, "padding": recipe.padding,
-                        "chunk_frames": int(chunk), "precision": recipe.precision},
+                        "chunk_frames": int(chunk), "precision": self.precision},
         }
         self._runtime: EncoderRuntime | None = None
         self.counter: ForwardCounter | None = None
@@ -97,8 +99,9 @@ class Embedder:
     @property
     def runtime(self) -> EncoderRuntime:
         if self._runtime is None:
-            self._runtime = EncoderRuntime(self.backbone.encoder, self.backbone.frontend,
-                                           self.recipe.runtime_options()).to(self.device).eval()
+            options = dataclasses.replace(self.recipe.runtime_options(), precision=self.precision)
+            self._runtime = EncoderRuntime(self.backbone.encoder, self.backbone.frontend, options
+                                           ).to(self.device).eval()
             self.counter = ForwardCounter(self._runtime.encoder)
         return self._runtime
 
@@ -378,7 +381,7 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
         "fit_on": "train+valid" if valid else "train", "n_fit": int(len(labelled_y)),
         "layer": layer, "layers_tried": embedder.layers, "pooling": recipe.pooling, "columns": recipe.columns,
         "padding": recipe.padding, "embedding_dim": int(features[layer].shape[1]),
-        "device": str(embedder.device), "precision": recipe.precision,
+        "device": str(embedder.device), "precision": embedder.precision,
         "encoder_forwards": embedder.forwards["chunks"], "encoder_forward_calls": embedder.forwards["calls"],
         "cache_hits": cache.hits, "cache_misses": cache.misses, "cache_dir": str(cache.root),
         "recipe_digest": recipe_digest(recipe), "init": encoder.init, "encoder_arch": backbone.encoder.arch,

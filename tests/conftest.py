@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 from threadpoolctl import threadpool_limits
 
+import upstream.precision
 from upstream.encoders import AudioViT, ConformerConfig, EncoderConfig, build_encoder
 
 TINY_ENCODER = EncoderConfig(size="tiny", embed_dim=64, depth=2, num_heads=2, trained_frames=64, drop_path_rate=0.0)
@@ -43,6 +44,15 @@ def one_torch_thread():  # type: ignore[no-untyped-def]
 @pytest.fixture(autouse=True)
 def _deterministic_threads() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _auto_precision_is_fp32(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`precision: auto` resolves to fp32 in this process whatever the CPU, so a test's numbers do not depend on
+    whether the machine has AMX; tests of `auto` set the capability themselves. Subprocesses see the real CPU: a
+    test comparing with one is marked `native_precision`."""
+    if request.node.get_closest_marker("native_precision") is None:
+        monkeypatch.setattr(upstream.precision, "_cpu_has_fast_bf16", lambda: False)
 
 
 @pytest.fixture()

@@ -63,6 +63,7 @@ def test_hear_validator_prints_success(demo) -> None:
     assert "Looks good!" in log and "Interval between timestamps is 40.0ms" in log
 
 
+@pytest.mark.native_precision
 def test_heareval_embeddings_are_the_modules_own(demo, tiny_encoder_file) -> None:
     """What heareval stored (computed in its batches of 84 clips) equals asit_hear on that one file."""
     work = Path(demo.out_dir) / "hear"
@@ -79,6 +80,7 @@ def test_heareval_embeddings_are_the_modules_own(demo, tiny_encoder_file) -> Non
         assert dims[1] == model.scene_embedding_size
 
 
+@pytest.mark.native_precision
 def test_model_options_pass_through_heareval(demo, tiny_encoder_file) -> None:
     """`--model-options` reaches load_model: heareval names the folder after them, and the vectors are the
     options' own."""

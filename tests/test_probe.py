@@ -121,7 +121,7 @@ def test_cache_store_load_and_corruption(tmp_path: Path) -> None:
 
 
 def test_forward_counter_counts_chunks(tiny_encoder_file: Path) -> None:
-    runtime = load_runtime(str(tiny_encoder_file), RuntimeOptions(max_batch_chunks=3))
+    runtime = load_runtime(str(tiny_encoder_file), RuntimeOptions(max_batch_chunks=3, padding="chunk"))
     counter = ForwardCounter(runtime.encoder)
     runtime([torch.randn(16000), torch.randn(4000)])                 # 98 frames -> 2 chunks, 23 -> 1 chunk
     assert (counter.calls, counter.chunks) == (1, 3)

@@ -80,6 +80,7 @@ def test_every_task_in_both_modes(task: str, mode: str, corpus: CorpusPaths, tin
     else:
         assert result.extra["frontend"]["stats"] == "audioset", "probes use the checkpoint's own frontend"
         assert result.extra["encoder_forwards"] > 0 and result.extra["cache_misses"] == len(data.parts)
+        assert result.extra["precision"] == "fp32", "the recipe's precision: auto, resolved (conftest: no bf16)"
         # C is chosen on valid (or grouped CV over training folds / groups), the final probe fit on every label
         assert result.extra["n_fit"] == len(data.train) + len(data.valid)
         assert result.extra["fit_on"] == ("train+valid" if data.valid else "train")

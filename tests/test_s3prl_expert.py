@@ -129,7 +129,7 @@ def test_model_config_options(tiny_encoder_file: Path, tmp_path: Path) -> None:
     config.write_text("stats: speechcommands_v1\nprecision: bf16\nchunk_frames: 32\n")
     expert = UpstreamExpert(tiny_encoder_file, config)
     assert expert.runtime.frontend.config.mean == -6.702 and expert.runtime.frontend.config.std == 5.448
-    assert expert.runtime.precision == "bf16" and expert.runtime.chunk_frames == 32
+    assert expert.runtime.precision() == "bf16" and expert.runtime.chunk_frames == 32
     assert read_options(None).which == "teacher"
     config.write_text("stat: speechcommands_v1\n")
     with pytest.raises(AsitError, match=r"asit\.yaml: unknown config key\(s\) stat"):

@@ -2,8 +2,8 @@
 demos, for every registered encoder (upstream.encoders).
 
 Each clip is turned into a normalised fbank by the shared `Frontend`, cut into chunks of `chunk_frames` (default:
-the length the encoder was pretrained on). The last (or only) chunk is padded either to the whole chunk length
-(`padding: chunk`) or only to the next whole encoder step (`padding: step`, so a 1 s clip costs 1 s of compute),
+the length the encoder was pretrained on). The last (or only) chunk is padded only to the next whole encoder step
+(`padding: step`, the default: a 1 s clip costs 1 s of compute) or to the whole chunk length (`padding: chunk`),
 with what the encoder's own pretraining put in padded frames (`FrontendConfig.pad_with`: the normalised mean for
 this project's encoders, digital silence from a zero-padded waveform for official ASiT checkpoints). Chunks of equal
 length are encoded together in mini-batches of at most `max_batch_chunks`, so memory is bounded, cost grows linearly
@@ -20,21 +20,21 @@ the CLS token of encoders that have one (averaged over chunks, each weighted by 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .encoders import AudioEncoder
+from .bf16_shadow import Bf16Shadow
+from .encoders import AudioEncoder, EncoderStates
 from .errors import AsitError
 from .frontend import Frontend, FrontendConfig, pad_or_crop
+from .precision import PRECISIONS, resolve_precision
 
 POOLINGS = ("mean", "max", "mean+max", "mean+std", "cls", "mean+cls")
 COLUMNS = ("mean", "concat")
-PADDINGS = ("chunk", "step")
-PRECISIONS = ("fp32", "bf16")
+PADDINGS = ("step", "chunk")
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,9 @@ class RuntimeOptions:
     pooling: str = "mean"               # scene vector: mean | max | mean+max | mean+std over steps, cls | mean+cls
     columns: str = "mean"               # one step's tokens: mean -> D features | concat -> G·D
     chunk_frames: int | None = None     # frames per encoder pass (default: the encoder's trained length)
-    padding: str = "chunk"              # last chunk padded to chunk_frames | to the next whole step
-    precision: str = "fp32"             # fp32 | bf16 (autocast; outputs are float32 either way)
+    padding: str = "step"               # last chunk padded to the next whole step | to chunk_frames
+    precision: str = "auto"             # auto (bf16 where native: upstream.precision) | fp32 | bf16 (autocast);
+                                        # outputs are float32 either way
     max_batch_chunks: int = 32          # chunks per encoder call (bounds memory)
 
     def __post_init__(self) -> None:
@@ -157,10 +158,13 @@ class EncoderRuntime(nn.Module):
         if self.chunk_frames % step:
             raise AsitError(f"chunk_frames {self.chunk_frames} must be a positive multiple of {step}")
         check_pooling(encoder, options.pooling)
+        self._bf16 = Bf16Shadow(self.encoder)
 
-    @property
-    def precision(self) -> str:
-        return self.options.precision
+    def precision(self, device: torch.device | str | None = None) -> str:
+        """fp32 or bf16: the `precision` option resolved for `device` (default: where the encoder's weights are)."""
+        if device is None:
+            device = next((p.device for p in self.encoder.parameters()), torch.device("cpu"))
+        return resolve_precision(self.options.precision, device)
 
     @property
     def sample_rate(self) -> int:
@@ -194,10 +198,16 @@ class EncoderRuntime(nn.Module):
         """Normalised fbank [T_i, F] per mono waveform at `sample_rate`."""
         return [self.frontend(w) for w in waves]
 
-    def _autocast(self, device: torch.device):  # type: ignore[no-untyped-def]
-        if self.precision == "bf16":
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return nullcontext()
+
+    def _encode(self, batch: torch.Tensor, last: int) -> EncoderStates:
+        """One encoder pass; bf16 inference runs on cached bf16 weight copies (same numbers as autocast's own
+        per-call casts, upstream.bf16_shadow), training and fp32 on the encoder's own weights."""
+        if self.precision(batch.device) == "fp32":
+            return self.encoder.forward_steps(batch, last=last)
+        with torch.autocast(device_type=batch.device.type, dtype=torch.bfloat16):
+            if not torch.is_grad_enabled():
+                return self._bf16.call("forward_steps", batch, last=last)
+            return self.encoder.forward_steps(batch, last=last)
 
     @torch.no_grad()
     def forward(self, waves: Sequence[torch.Tensor] | torch.Tensor, layers: Sequence[int] | None = None
@@ -270,8 +280,7 @@ class EncoderRuntime(nn.Module):
             for start in range(0, len(indices), self.options.max_batch_chunks):
                 part = indices[start:start + self.options.max_batch_chunks]
                 batch = torch.stack([chunks[i][1] for i in part])
-                with self._autocast(batch.device):
-                    states = self.encoder.forward_steps(batch, last=last_needed)
+                states = self._encode(batch, last_needed)
                 for li, layer in enumerate(layers):
                     vectors = step_vectors(states.steps[layer].float(), self.options.columns)
                     for row, i in enumerate(part):

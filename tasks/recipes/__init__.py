@@ -132,9 +132,9 @@ class ProbeRecipe:
     layer: int | str = -1               # 0 = input embeddings … depth = final block; negative from the end; best
     pooling: str = "mean+std"           # runtime scene pooling: mean|max|mean+max|mean+std (of steps) | cls|mean+cls
     columns: str = "concat"             # runtime step vector: mean of a step's tokens | concat (ViT: 8 bands x D)
-    padding: str = "chunk"              # runtime: last chunk padded to chunk_frames | to the next whole step
+    padding: str = "step"               # runtime: last chunk padded to the next whole step | to chunk_frames
     chunk_frames: int | None = None     # None: the encoder's pretraining length
-    precision: str = "fp32"             # fp32 | bf16
+    precision: str = "auto"             # auto (bf16 where native, upstream.precision) | fp32 | bf16
     sample_rate: int | None = None      # None: the checkpoint's frontend rate
     batch_clips: int = 16               # clips per runtime call
     num_workers: int | str = "auto"     # audio-loading worker processes: auto = min(8, usable cores - 1) | a number
