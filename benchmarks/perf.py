@@ -212,9 +212,7 @@ def run_perf(models: list[str], precisions: list[str], device_name: str, out: Pa
     models = [SIZE_ALIASES.get(m, m) for m in models]
     for name in models:
         bench_model(name)
-    device = torch.device(device_name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AsitError("--device cuda: no CUDA device is visible")
+    device = bench_device(device_name)
     env = environment(device)
     results: list[dict[str, Any]] = []
     for model in models:
@@ -228,6 +226,19 @@ def run_perf(models: list[str], precisions: list[str], device_name: str, out: Pa
             if "pretrain" in benches:
                 results.append(pretrain_step(model, precision, device, train_batch, train_frames, repeats))
                 _print(results[-1])
+    return write_report(out, env, results)
+
+
+def bench_device(name: str) -> torch.device:
+    """The torch device a benchmark runs on, refused before any work when CUDA is asked for and absent."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AsitError("--device cuda: no CUDA device is visible")
+    return device
+
+
+def write_report(out: Path, env: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The benchmark JSON: the environment (with the load average at the end), the time, the result rows."""
     if hasattr(os, "getloadavg"):
         env["loadavg_at_end"] = list(os.getloadavg())
     report = {"environment": env, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results}

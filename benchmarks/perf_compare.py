@@ -32,13 +32,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from upstream.atomic import atomic_write_text
 from upstream.encoders import build_encoder
 from upstream.encoders.vit import AudioViT
 from upstream.errors import AsitError
 from upstream.runtime import EncoderRuntime, RuntimeOptions
 
-from .perf import _identity, _sync, bench_model, encoder_config, environment
+from .perf import BenchModel, _identity, _sync, bench_device, bench_model, encoder_config, environment, write_report
 
 AST_FRAMES = 1024          # AST / SSAST / most audio ViTs feed a 10 s clip as 1024 frames
 MATMUL_SIZES = (2048, 4096)
@@ -59,6 +58,14 @@ def plain_timm(encoder: AudioViT, frames: int) -> VisionTransformer:
     return vit.eval()
 
 
+def vit_model(model: str) -> BenchModel:
+    """A benchmark model whose encoder is a ViT (the only kind timm's VisionTransformer can stand beside)."""
+    spec = bench_model(model)
+    if spec.encoder.get("arch") != "vit":
+        raise AsitError(f"asit perf --compare measures against timm's ViT; {model!r} is not a ViT model")
+    return spec
+
+
 def _count_flops(fn: Callable[[], Any]) -> int:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         fn()
@@ -72,9 +79,7 @@ def _autocast(device: torch.device, precision: str):  # type: ignore[no-untyped-
 def compare(model: str, device: torch.device, *, seconds: float = 10.0, short_seconds: float = 1.0, batch: int = 4,
             repeats: int = 5, matmul_sizes: tuple[int, ...] = MATMUL_SIZES, padding: str = "step") -> dict[str, Any]:
     """One model's cases, timed in `repeats` interleaved rounds after one warm-up round."""
-    spec = bench_model(model)
-    if spec.encoder.get("arch") != "vit":
-        raise AsitError(f"asit perf --compare measures against timm's ViT; {model!r} is not a ViT model")
+    spec = vit_model(model)
     torch.manual_seed(0)
     encoder = build_encoder(encoder_config(model, drop_path_rate=0.0)).to(device).eval()
     runtimes = {p: EncoderRuntime(encoder, spec.frontend, RuntimeOptions(precision=p, padding=padding)).to(device)
@@ -156,14 +161,12 @@ def compare(model: str, device: torch.device, *, seconds: float = 10.0, short_se
 
 def run_compare(models: list[str], device_name: str, out: Path, *, seconds: float = 10.0, batch: int = 4,
                 repeats: int = 5, padding: str = "step") -> dict[str, Any]:
-    device = torch.device(device_name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AsitError("--device cuda: no CUDA device is visible")
+    for model in models:              # every model checked before the first is measured
+        vit_model(model)
+    device = bench_device(device_name)
     env = environment(device)
     results = []
     for model in models:
         results.append(compare(model, device, seconds=seconds, batch=batch, repeats=repeats, padding=padding))
         print(json.dumps({"model": model, **results[-1]["summary"]}), flush=True)
-    report = {"environment": env, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results}
-    atomic_write_text(out, json.dumps(report, indent=2))
-    return report
+    return write_report(out, env, results)

@@ -57,3 +57,7 @@ def test_compare_refuses_a_model_that_is_not_a_vit(tmp_path: Path, capsys: pytes
     out = tmp_path / "compare.json"
     assert main(["perf", "--compare", "--models", "conformer-small", "--out", str(out)]) != 0
     assert "conformer-small" in capsys.readouterr().err and not out.exists()
+    # a ViT listed first is not measured (its summary line never printed) before the refusal
+    assert main(["perf", "--compare", "--models", "vit-tiny", "conformer-small", "--out", str(out)]) != 0
+    printed = capsys.readouterr()
+    assert "conformer-small" in printed.err and printed.out == "" and not out.exists()
