@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check of the performance issue, in one go on one H100/H200 (about 5 minutes; docs/performance.md "GPU"):
-# ViT-B inference side by side with plain timm and the bf16 matmul peak (`asit perf --compare`: clips/s, fraction
-# of the measured peak = MFU of inference), then ViT-B inference and the ASiT pretraining step at the paper's 40
-# clips per GPU (steps/s, peak memory), fp32 and bf16. JSON into benchmarks/results/ named after the GPU.
+# The GPU check of the performance issue, in one go on one H100/H200 (estimated at 6-7 minutes; not yet run on a
+# GPU; docs/performance.md "GPU"): ViT-B inference side by side with plain timm and the bf16 matmul peak
+# (`asit perf --compare`: clips/s, fraction of the measured peak = MFU of inference), then ViT-B inference and the
+# ASiT pretraining step at the paper's 40 clips per GPU (steps/s, peak memory, where the step's time goes), fp32 and
+# bf16, and the bf16 step once more with trainer.compile's regional torch.compile (--compile). JSON into
+# benchmarks/results/ named after the GPU.
 #
 #   benchmarks/gpu_check.sh                    # on the GPU machine, from the repository root, after scripts/setup.sh
 #   DEVICE=cpu MODEL=vit-tiny BATCH=2 REPEATS=1 benchmarks/gpu_check.sh   # a quick dry run of the same commands
@@ -24,4 +26,6 @@ mkdir -p "$OUT"
   --out "$OUT/perf-compare-$NAME.json"
 "$ASIT" perf --models "$MODEL" --precisions fp32 bf16 --benches inference pretrain --padding step --device "$DEVICE" \
   --batch "$BATCH" --train-batch "$BATCH" --repeats "$REPEATS" --out "$OUT/perf-$NAME.json"
-echo "gpu_check: wrote $OUT/perf-compare-$NAME.json and $OUT/perf-$NAME.json"
+"$ASIT" perf --models "$MODEL" --precisions bf16 --benches pretrain --compile --device "$DEVICE" \
+  --train-batch "$BATCH" --repeats "$REPEATS" --out "$OUT/perf-compile-$NAME.json"
+echo "gpu_check: wrote $OUT/perf-compare-$NAME.json, $OUT/perf-$NAME.json and $OUT/perf-compile-$NAME.json"

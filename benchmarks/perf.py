@@ -14,7 +14,8 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,12 @@ from upstream.atomic import atomic_write_text
 from upstream.encoders import build_encoder, encoder_config_from_dict
 from upstream.errors import AsitError
 from upstream.frontend import FrontendConfig
+from upstream.host_memory import freed_memory_kept
 from upstream.objectives import build_objective
 from upstream.runtime import EncoderRuntime, RuntimeOptions
 from upstream.schedules import TrainingProgress
+
+from .step_parts import StepClock, step_breakdown
 
 # The paper's 128-bin, 25 ms / 10 ms fbank (ASiT) and the conformer paper's 64-bin, 64 ms / 20 ms one. The
 # conformer's statistics are estimated from data in real runs; any values time the same.
@@ -152,16 +156,20 @@ def scaling(model: str, precision: str, device: torch.device, durations: list[fl
             "chunk_frames": runtime.chunk_frames, "rows": rows}
 
 
-def pretrain_step(model: str, precision: str, device: torch.device, batch: int, frames: int | None, repeats: int
-                  ) -> dict[str, Any]:
+def pretrain_step(model: str, precision: str, device: torch.device, batch: int, frames: int | None, repeats: int,
+                  compile_layers: bool = False) -> dict[str, Any]:
     """Optimizer steps/s of the model's pretraining objective at its paper sizes (ASiT: two views, teacher
     forward, heads, backward, AdamW, EMA; wav2vec 2.0 conformer: span masking, quantiser, contrastive loss over
-    K = 100 distractors, backward, AdamW). `frames` (default: the model's crop) is in the model's own frames."""
+    K = 100 distractors, backward, AdamW), and where the step's time goes (benchmarks/step_parts.py). `frames`
+    (default: the model's crop) is in the model's own frames; `compile_layers`: regional torch.compile of the
+    encoders' blocks, as `trainer.compile` does (its first step, the compilation, is timed apart)."""
     spec = bench_model(model)
     frames = frames or spec.crop_frames
     torch.manual_seed(0)
     config = encoder_config(model, trained_frames=frames)
     objective = build_objective(spec.objective, config).to(device)
+    if compile_layers:
+        objective.compile_layers()
     transform = objective.view_transform()
     views = torch.randn(batch, spec.views, 1, frames, config.num_mel_bins)
     extras = [transform({"views": views[i]}, np.random.default_rng(i)) for i in range(batch)] if transform else [{}]
@@ -172,25 +180,41 @@ def pretrain_step(model: str, precision: str, device: torch.device, batch: int, 
     progress = TrainingProgress(step=0, total_steps=1000, epoch=1, steps_per_epoch=100)
     dtype = torch.bfloat16 if precision == "bf16" else None
 
-    def step() -> None:
+    def step(clock: StepClock | None) -> None:
+        part = clock.part if clock is not None else _untimed
         with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
             loss = objective.training_losses(batch_data, progress)["loss"]
-        loss.backward()
+        with part("backward"):
+            loss.backward()
         objective.after_backward(progress)
-        optimizer.step()
+        with part("optimizer"):
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        objective.after_optimizer_step(progress)
+        with part("after_step"):          # ASiT: the teacher's EMA update
+            objective.after_optimizer_step(progress)
 
     _reset_peak(device)
-    times = _timed(step, device, repeats)
-    median = statistics.median(times)
+    with freed_memory_kept():           # as `asit pretrain` runs its loop (upstream/host_memory.py)
+        start = time.perf_counter()
+        step(None)                      # the first step: torch.compile's compilation, when asked for
+        _sync(device)
+        first_step_s = time.perf_counter() - start
+        breakdown = step_breakdown(step, objective, device, repeats)
+    median = breakdown["free_step_s"]
+    times = breakdown.pop("free_times_s")
     clip_seconds = spec.crop_seconds(frames)
     return {"bench": "pretrain_step", **_identity(model), "objective": spec.objective["name"],
-            "trainable_params": sum(p.numel() for p in trainable), "precision": precision, "batch": batch,
+            "trainable_params": sum(p.numel() for p in trainable), "precision": precision,
+            "compile_layers": compile_layers, "first_step_s": first_step_s, "batch": batch,
             "views": spec.views, "frames": frames, "frame_shift_ms": spec.frontend.frame_shift_ms,
             "audio_seconds_per_clip": clip_seconds, "median_s": median, "steps_per_s": 1.0 / median,
             "clips_per_s": batch / median, "audio_seconds_per_s": batch * clip_seconds / median,
-            "peak_memory_mb": _peak_memory_mb(device), "times_s": times}
+            "peak_memory_mb": _peak_memory_mb(device), "times_s": times, "breakdown": breakdown}
+
+
+@contextmanager
+def _untimed(name: str) -> Iterator[None]:
+    yield
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -207,7 +231,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 def run_perf(models: list[str], precisions: list[str], device_name: str, out: Path, *, seconds: float = 10.0,
              batch: int = 8, train_batch: int = 8, train_frames: int | None = None, repeats: int = 3,
              durations: list[float] | None = None, benches: tuple[str, ...] = ("inference", "scaling", "pretrain"),
-             padding: str = "step") -> dict[str, Any]:
+             padding: str = "step", compile_layers: bool = False) -> dict[str, Any]:
     """`models`: names in MODELS (the old ViT size names tiny/small/base are accepted for vit-*)."""
     models = [SIZE_ALIASES.get(m, m) for m in models]
     for name in models:
@@ -224,7 +248,8 @@ def run_perf(models: list[str], precisions: list[str], device_name: str, out: Pa
                 results.append(scaling(model, precision, device, durations or [1.0, 10.0, 60.0], repeats, padding))
                 _print(results[-1])
             if "pretrain" in benches:
-                results.append(pretrain_step(model, precision, device, train_batch, train_frames, repeats))
+                results.append(pretrain_step(model, precision, device, train_batch, train_frames, repeats,
+                                             compile_layers))
                 _print(results[-1])
     return write_report(out, env, results)
 
@@ -247,7 +272,10 @@ def write_report(out: Path, env: dict[str, Any], results: list[dict[str, Any]]) 
 
 
 def _print(row: dict[str, Any]) -> None:
-    print(json.dumps({k: v for k, v in row.items() if k not in ("times_s", "rows")}), flush=True)
+    shown = {k: v for k, v in row.items() if k not in ("times_s", "rows", "breakdown")}
+    if "breakdown" in row:
+        shown["overhead_fraction"] = row["breakdown"]["overhead_fraction"]
+    print(json.dumps(shown), flush=True)
 
 
 __all__ = ["MODELS", "SIZE_ALIASES", "BenchModel", "encoder_params", "inference", "pretrain_step", "run_perf",

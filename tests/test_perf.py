@@ -32,6 +32,14 @@ def test_perf_writes_consistent_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert all(r["s_per_audio_s"] == pytest.approx(r["median_s"] / r["seconds_audio"]) for r in scaling)
     step = by_bench["pretrain_step"]
     assert (step["batch"], step["frames"]) == (2, 64) and step["clips_per_s"] == pytest.approx(2 / step["median_s"])
+    parts = step["breakdown"]["parts_s"]        # ASiT's networks, backward, AdamW and the EMA, each timed
+    assert set(parts) == {"forward:student", "forward:teacher", "forward:student_head", "forward:teacher_head",
+                          "forward:recon_head", "backward", "optimizer", "after_step"}
+    assert all(seconds > 0 for seconds in parts.values())
+    breakdown = step["breakdown"]
+    assert breakdown["parts_sum_s"] == pytest.approx(sum(parts.values()))
+    assert breakdown["overhead_fraction"] == pytest.approx(breakdown["overhead_s"] / breakdown["parts_sum_s"])
+    assert step["median_s"] == breakdown["free_step_s"] and step["compile_layers"] is False
     assert not list(tmp_path.glob("*.tmp"))                       # written atomically
     assert {(r["model"], r["arch"], r["size"]) for r in report["results"]} == {("vit-tiny", "vit", "tiny")}
 

@@ -25,6 +25,7 @@ from .frontend import STATS_MAX_FILES, estimate_stats
 from .identity import encoder_identity
 from .model_card import write_card
 from .health import read_metrics, run_report  # noqa: F401 (read_metrics re-exported)
+from .host_memory import freed_memory_kept
 from .objectives import build_objective
 from .pretrain_config import (DataConfig, OptimConfig, PretrainConfig, TrainerConfig,  # noqa: F401 (re-exported)
                              load_pretrain_config, load_pretrain_config_dict, parse_max_time)
@@ -50,6 +51,8 @@ class PretrainModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": dataclasses.asdict(config)})
         self.objective = build_objective(config.objective, config.encoder, config.frontend)
+        if config.trainer.compile:
+            self.objective.compile_layers()
         self.lr_scheduler: CosineLRScheduler | None = None
         self._progress: TrainingProgress | None = None
         self.budget_steps: int | None = None          # schedule length fixed by the time budget (checkpointed)
@@ -388,7 +391,9 @@ def run_pretraining(config: PretrainConfig, resume: str | None = None,
     data.setup()  # fail on a bad data.source before any process is launched
     trainer = build_trainer(config, run_dir, extra_callbacks)
     started = time.time()
-    with worker_errors():      # a corrupt clip read in a DataLoader worker: its own one-line error
+    # worker_errors: a corrupt clip read in a DataLoader worker gets its own one-line error; freed_memory_kept: the
+    # step's large CPU temporaries are reused, not page-faulted anew every step (upstream/host_memory.py)
+    with worker_errors(), freed_memory_kept():
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         summary = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,

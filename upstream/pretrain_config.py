@@ -78,6 +78,8 @@ class TrainerConfig:
     limit_train_batches: int | float | None = None
     checkpoint_every_n_steps: int = 0   # extra mid-epoch checkpoints (0: only at epoch ends)
     enable_progress_bar: bool = True
+    compile: bool = False          # regional torch.compile of the encoders' blocks; off: measured slower or equal
+                                   # on the CPU (docs/performance.md, "Pretraining step")
 
     def check(self) -> None:
         if self.max_steps == 0 or self.max_steps < -1:

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-frames", type=int, default=None,
                         help="crop length of the pretraining step in each model's own frames (default: the "
                              "model's crop, ViT 592 x 10 ms, conformer 500 x 20 ms)")
+    parser.add_argument("--compile", action="store_true",
+                        help="pretraining step with regional torch.compile of the encoders' blocks "
+                             "(trainer.compile); the first step, the compilation, is reported apart")
     parser.add_argument("--durations", nargs="+", type=float, default=[1.0, 10.0, 60.0])
     parser.add_argument("--repeats", type=positive_int, default=None, help="timed runs per case (default 3)")
     parser.add_argument("--compare", action="store_true",
@@ -65,6 +68,6 @@ def run(args: argparse.Namespace) -> int:
         run_perf(selected_models(args), args.precisions, args.device, Path(args.out), seconds=args.seconds,
                  batch=args.batch or 8, train_batch=args.train_batch, train_frames=args.train_frames,
                  repeats=args.repeats or 3, durations=args.durations, benches=tuple(args.benches),
-                 padding=args.padding)
+                 padding=args.padding, compile_layers=args.compile)
     print(f"asit perf: wrote {args.out}")
     return 0

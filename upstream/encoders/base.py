@@ -59,6 +59,20 @@ class AudioEncoder(nn.Module):
         """The module every forward runs exactly once (forward counters hook it)."""
         raise NotImplementedError
 
+    @property
+    def layer_modules(self) -> list[nn.Module]:
+        """The repeated blocks, one per layer: what regional torch.compile compiles (`compile_layers`)."""
+        raise NotImplementedError
+
+    def compile_layers(self) -> int:
+        """torch.compile every layer block in place (nn.Module.compile): whichever encoder method a caller uses
+        (forward_features, forward_tokens, context, ...) runs compiled blocks, identical blocks share one compiled
+        graph, and the state dict keeps its names. Returns the blocks compiled."""
+        blocks = self.layer_modules
+        for block in blocks:
+            block.compile()
+        return len(blocks)
+
     def describe(self) -> str:
         """One line for `asit info` and s3prl's start-up print."""
         raise NotImplementedError

@@ -118,6 +118,10 @@ class ConformerEncoder(AudioEncoder):
     def stem(self) -> nn.Module:
         return self.feature_proj
 
+    @property
+    def layer_modules(self) -> list[nn.Module]:
+        return list(self.layers)
+
     def describe(self) -> str:
         cfg = self.config
         return (f"conformer {cfg.size}: dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, "

@@ -63,6 +63,10 @@ class FbankStatsEncoder(AudioEncoder):
     def stem(self) -> nn.Module:
         return self.frames
 
+    @property
+    def layer_modules(self) -> list[nn.Module]:
+        return []              # no weights, nothing to compile
+
     def describe(self) -> str:
         return f"fbank_stats floor: the {self.config.num_mel_bins}-bin normalised fbank, no weights"
 

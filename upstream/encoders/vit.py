@@ -108,6 +108,10 @@ class AudioViT(VisionTransformer, AudioEncoder):
     def stem(self) -> nn.Module:
         return self.patch_embed
 
+    @property
+    def layer_modules(self) -> list[nn.Module]:
+        return list(self.blocks)
+
     def describe(self) -> str:
         cfg = self.config
         return (f"ViT {cfg.size}: dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, patch "

@@ -107,10 +107,13 @@ class ASiTObjective(PretrainObjective):
         patch = self.student.config.patch_size
         grid = (t // patch, f // patch)
         corrupted = apply_masks(views, masks, batch["use_other_clip"])
+        manipulated = token_mask(masks, patch).flatten(0, 1)             # [B·V, N] data tokens the local loss uses
 
         student_tokens = self.student.forward_features(corrupted.flatten(0, 1))
-        student_logits = self.student_head(student_tokens)
-        with torch.no_grad():
+        # the student head sees only the rows the losses read: every CLS, then the manipulated data tokens (the
+        # local loss weights the others by zero, so their logits would cost head time and change nothing)
+        student_logits = self.student_head(torch.cat([student_tokens[:, 0], student_tokens[:, 1:][manipulated]]))
+        with torch.inference_mode():   # no autograd state at all; the teacher learns only through the EMA
             teacher_tokens = self.teacher.forward_features(views.flatten(0, 1))
             teacher_logits = self.teacher_head(teacher_tokens)
 
@@ -120,13 +123,14 @@ class ASiTObjective(PretrainObjective):
 
         k = student_logits.shape[-1]
         temp = self.teacher_temp(progress)
-        manipulated = token_mask(masks, patch)
-        local = local_loss(self.distill_data, student_logits[:, 1:].reshape(b, v, -1, k),
-                           teacher_logits[:, 1:].reshape(b, v, -1, k), manipulated, temp)
-        global_ = global_loss(self.distill_cls, student_logits[:, 0].reshape(b, v, k),
-                              teacher_logits[:, 0].reshape(b, v, k), temp)
+        # computed once, outside inference mode (the losses save them for backward), and reused by the health log
+        cls_probs = self.distill_cls.teacher_probs(teacher_logits[:, 0], temp)
+        local_probs = self.distill_data.teacher_probs(teacher_logits[:, 1:][manipulated], temp)
+        local = local_loss(self.distill_data, student_logits[b * v:], local_probs)
+        global_ = global_loss(self.distill_cls, student_logits[:b * v].reshape(b, v, k), cls_probs.reshape(b, v, k))
         # before the center update: the teacher distributions the losses above used
-        self._record_health(student_tokens, teacher_tokens, teacher_logits, temp, reconstruction, views, recon_mask)
+        self._record_health(student_tokens, teacher_tokens, cls_probs, local_probs, reconstruction, views,
+                            recon_mask)
         self.distill_cls.update_center(teacher_logits[:, 0])
         self.distill_data.update_center(teacher_logits[:, 1:])
 
@@ -136,15 +140,16 @@ class ASiTObjective(PretrainObjective):
         return {"loss": total, **{f"loss_{name}": value for name, value in terms.items()}}
 
     @torch.no_grad()
-    def _record_health(self, student_tokens: torch.Tensor, teacher_tokens: torch.Tensor,
-                       teacher_logits: torch.Tensor, temp: float, reconstruction: torch.Tensor, views: torch.Tensor,
+    def _record_health(self, student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, cls_probs: torch.Tensor,
+                       local_probs: torch.Tensor, reconstruction: torch.Tensor, views: torch.Tensor,
                        recon_mask: torch.Tensor) -> None:
-        """Collapse and reconstruction signals (upstream.health) from this step's tensors: the teacher's entropies
-        (CLS and data tokens, its centred sharpened softmax), the center norms, the spread of the backbone CLS of
-        student (masked views) and teacher (clean views), and the reconstruction against each view's mean."""
-        log_k = math.log(teacher_logits.shape[-1])
-        cls_entropy = mean_entropy(teacher_logits[:, 0], lambda z: self.distill_cls.teacher_probs(z, temp))
-        local_entropy = mean_entropy(teacher_logits[:, 1:], lambda z: self.distill_data.teacher_probs(z, temp))
+        """Collapse and reconstruction signals (upstream.health) from this step's tensors: the entropies of the
+        teacher distributions the losses used (its centred sharpened softmax, on every CLS and on the manipulated
+        data tokens), the center norms, the spread of the backbone CLS of student (masked views) and teacher (clean
+        views), and the reconstruction against each view's mean."""
+        log_k = math.log(cls_probs.shape[-1])
+        cls_entropy = mean_entropy(cls_probs)
+        local_entropy = mean_entropy(local_probs)
         self.record_health(
             teacher_entropy_cls=cls_entropy, teacher_entropy_cls_ratio=cls_entropy / log_k,
             teacher_entropy_local=local_entropy, teacher_entropy_local_ratio=local_entropy / log_k,

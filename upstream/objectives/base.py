@@ -53,6 +53,11 @@ class PretrainObjective(nn.Module):
     def data_needs(self) -> DataNeeds:
         return DataNeeds()
 
+    def compile_layers(self) -> int:
+        """Regional torch.compile of every encoder the objective holds (student, teacher, ...: each
+        AudioEncoder.compile_layers); `trainer.compile` and `asit perf --compile`. Returns the blocks compiled."""
+        return sum(module.compile_layers() for module in self.modules() if isinstance(module, AudioEncoder))
+
     def view_transform(self) -> ViewTransform | None:
         """Picklable per-sample transform run in data workers (e.g. mask generation); None for none."""
         return None
