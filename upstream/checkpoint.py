@@ -1,9 +1,12 @@
-"""Encoder files: our exported format, our Lightning checkpoints, and official ASiT checkpoints, loaded into the
-registered encoder of their `arch` (upstream.encoders) with the frontend configuration the weights expect.
+"""Encoder files: our exported format (a torch file or a safetensors file), our Lightning checkpoints, and official
+ASiT checkpoints, loaded into the registered encoder of their `arch` (upstream.encoders) with the frontend
+configuration the weights expect.
 
-Every file is read with `torch.load(weights_only=True)`. Official ASiT checkpoints pickle an argparse.Namespace
+Torch files are read with `torch.load(weights_only=True)`. Official ASiT checkpoints pickle an argparse.Namespace
 (`args`); it is allow-listed (torch.serialization.safe_globals), so the file's tensors load without executing
-arbitrary pickled code.
+arbitrary pickled code. Safetensors files hold no code at all: tensors, and string metadata that exports use for
+their configs (JSON). A file is read as safetensors when its name ends in `.safetensors` or its first bytes are a
+safetensors header, whatever its name; anything else is read as a torch file.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import json
 import pickle
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from .atomic import atomic_write
 from .encoders import ARCHS, VIT_SIZES, AudioEncoder, AudioViT, EncoderConfig, build_encoder
@@ -30,6 +37,15 @@ READABLE_VERSIONS = (1, 2)
 # The official code computes its fbank at 32 kHz (data_transformations.SAMPLE_RATE) while the paper says 16 kHz.
 OFFICIAL_SAMPLE_RATE = 32000
 _BACKBONE_PREFIXES = ("module.", "backbone.", "encoder.")
+# how an export is written: a torch file (weights_only-loadable dict) or a safetensors file (configs in its metadata)
+FILE_FORMATS = ("pt", "safetensors")
+SAFETENSORS_SUFFIX = ".safetensors"
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+# metadata entries of a safetensors export holding JSON (the others are plain strings: format, version, arch)
+_JSON_METADATA = ("encoder", "frontend", "meta")
+_MAX_SAFETENSORS_HEADER = 100 * 2**20    # the safetensors library refuses larger headers
+# torch.hub's convention for checkpoint URLs whose file name carries the SHA-256 prefix: NAME-<hex>.EXT
+_URL_HASH = re.compile(r"-([a-f0-9]*)\.")
 
 
 @dataclass
@@ -40,11 +56,12 @@ class LoadedEncoder:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def read_checkpoint(path: str | Path) -> Any:
-    """torch.load with weights_only=True, failing with a one-line error that names the file."""
+def read_checkpoint(path: str | Path, expected: str = "a readable torch file") -> Any:
+    """torch.load with weights_only=True, failing with a one-line error that names the file (and says it is not
+    `expected`, when torch cannot parse it)."""
     path = Path(path)
     if path.is_dir():
-        inside = ", ".join(sorted(p.name for p in path.glob("*.pt"))[:3] + sorted(
+        inside = ", ".join(sorted(p.name for p in [*path.glob("*.pt"), *path.glob("*.safetensors")])[:3] + sorted(
             str(p.relative_to(path)) for p in path.glob("checkpoints/*.ckpt"))[:3])
         raise AsitError(f"checkpoint {path} is a directory, not a file"
                         + (f" (it holds {inside})" if inside else ""))
@@ -63,8 +80,7 @@ def read_checkpoint(path: str | Path) -> Any:
         raise AsitError(f"checkpoint {path} cannot be loaded safely with weights_only=True{what}") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, … for files it cannot parse
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise AsitError(f"checkpoint {path} is not a readable torch file ({exc.__class__.__name__}: {first})"
-                        ) from None
+        raise AsitError(f"checkpoint {path} is not {expected} ({exc.__class__.__name__}: {first})") from None
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -77,10 +93,48 @@ def _atomic_save(obj: Any, path: Path) -> None:
         handle.write(buffer.getbuffer())
 
 
+def export_file_format(path: str | Path, requested: str | None = None, what: str = "format") -> str:
+    """The format an export at `path` is written in: `requested` when given, else by the name (`.safetensors` ->
+    safetensors, any other -> pt), so that the name never misleads a reader. A `requested` format that contradicts
+    the name (pt for a .safetensors file, safetensors for a .pt/.pth/.ckpt file) is refused; `what` names the
+    argument in the message (the CLI's `--format`)."""
+    suffix = Path(path).suffix.lower()
+    by_name = "safetensors" if suffix == SAFETENSORS_SUFFIX else "pt"
+    if requested is None:
+        return by_name
+    if requested not in FILE_FORMATS:
+        raise AsitError(f"{what} must be one of {', '.join(FILE_FORMATS)}, got {requested!r}")
+    if (requested == "pt" and suffix == SAFETENSORS_SUFFIX) or (requested == "safetensors" and
+                                                                 suffix in TORCH_SUFFIXES):
+        fitting = SAFETENSORS_SUFFIX if requested == "safetensors" else ".pt"
+        raise AsitError(f"{what} {requested} contradicts the name {path} (a {suffix} file is written as "
+                        f"{by_name}); give e.g. {Path(path).with_suffix(fitting)}, or leave {what} out")
+    return requested
+
+
+def _json_text(path: Path, key: str, value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise AsitError(f"cannot write {path}: its {key} holds a value JSON cannot store ({exc})") from None
+
+
+def _safetensors_export(path: Path, payload: Mapping[str, Any]) -> bytes:
+    """A safetensors file of `payload` (the dict a .pt export holds): the state dict as tensors; format, version and
+    arch as strings, and the encoder config, frontend config and meta as JSON strings in its metadata."""
+    metadata = {"format": str(payload["format"]), "version": str(payload["version"]), "arch": str(payload["arch"])}
+    metadata.update({key: _json_text(path, key, payload[key]) for key in _JSON_METADATA})
+    # safetensors stores contiguous tensors that share no memory: the clones of save_encoder, made contiguous
+    tensors = {k: v.contiguous() for k, v in payload["state_dict"].items()}
+    return safetensors_bytes(tensors, metadata=metadata)
+
+
 def save_encoder(path: str | Path, encoder: AudioEncoder, frontend: FrontendConfig,
-                 meta: Mapping[str, Any] | None = None) -> Path:
-    """Write weights + everything needed to rebuild encoder and frontend; loadable with weights_only=True."""
+                 meta: Mapping[str, Any] | None = None, file_format: str | None = None) -> Path:
+    """Write weights + everything needed to rebuild encoder and frontend, atomically, in `file_format` (default: by
+    the name, `export_file_format`): a torch file loadable with weights_only=True, or a safetensors file."""
     path = Path(path)
+    file_format = export_file_format(path, file_format)
     payload = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -90,8 +144,104 @@ def save_encoder(path: str | Path, encoder: AudioEncoder, frontend: FrontendConf
         "state_dict": {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    _atomic_save(payload, path)
+    if file_format == "safetensors":
+        data = _safetensors_export(path, payload)
+        with atomic_write(path) as handle:
+            handle.write(data)
+    else:
+        _atomic_save(payload, path)
     return path
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether `path` is read as a safetensors file: its name ends in `.safetensors`, or it starts with a
+    safetensors header (an 8-byte little-endian length that fits in the file, then a JSON object), so a renamed
+    export is still recognised. Torch files never start so (a zip archive's `PK`, a legacy pickle's protocol byte)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= min(size - 8, _MAX_SAFETENSORS_HEADER)
+
+
+def read_safetensors(path: str | Path) -> dict[str, Any]:
+    """A safetensors file as the dict `load_encoder` dispatches on: an asit-hear export's metadata (format, version,
+    arch, and the JSON-decoded encoder, frontend and meta) with its tensors as `state_dict`; any other safetensors
+    file as its bare tensors. Fails with a one-line error that names the file."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as exc:  # the library raises SafetensorError (and OSError) for files it cannot parse
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise AsitError(f"checkpoint {path} is not a readable safetensors file ({exc.__class__.__name__}: {first})"
+                        ) from None
+    if metadata.get("format") != EXPORT_FORMAT:
+        return tensors
+    data: dict[str, Any] = {"format": EXPORT_FORMAT, "state_dict": tensors}
+    version = metadata.get("version", "")
+    data["version"] = int(version) if version.isdigit() else version
+    if "arch" in metadata:
+        data["arch"] = metadata["arch"]
+    for key in _JSON_METADATA:
+        if key not in metadata:
+            continue              # _from_export names a missing entry
+        try:
+            data[key] = json.loads(metadata[key])
+        except ValueError as exc:
+            raise AsitError(f"checkpoint {path}: its '{key}' metadata is not JSON ({exc})") from None
+        if not isinstance(data[key], dict):
+            raise AsitError(f"checkpoint {path}: its '{key}' metadata is JSON {type(data[key]).__name__}, not an "
+                            "object")
+    return data
+
+
+def read_encoder_file(path: str | Path) -> Any:
+    """What `load_encoder` dispatches on: `read_safetensors` for a safetensors file (`is_safetensors`), else the
+    torch file (`read_checkpoint`)."""
+    if is_safetensors(path):
+        return read_safetensors(path)
+    return read_checkpoint(path, expected="a readable torch file or safetensors file")
+
+
+def fetch_checkpoint(checkpoint: str | Path, *, progress: bool = True, check_hash: bool = False) -> Path:
+    """A local path for `checkpoint`: the path itself, or for an http(s) URL the file downloaded once into torch.hub's
+    cache (`<torch.hub.get_dir()>/checkpoints/<file name>`, as `torch.hub.load_state_dict_from_url` caches; a file
+    already there is used as is). `check_hash` checks the download against the SHA-256 prefix in its name
+    (torch.hub's `NAME-<hex>.EXT` convention)."""
+    text = str(checkpoint)
+    if not text.lower().startswith(("http://", "https://")):
+        return Path(checkpoint)
+    name = Path(urllib.parse.unquote(urllib.parse.urlparse(text).path)).name
+    if not name:
+        raise AsitError(f"checkpoint URL {text} names no file")
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if cached.is_file():
+        return cached
+    prefix = None
+    if check_hash:
+        match = _URL_HASH.search(name)
+        if match is None:
+            raise AsitError(f"checkpoint URL {text}: check_hash needs a file name NAME-<sha256 prefix>.EXT")
+        prefix = match.group(1)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(text, str(cached), prefix, progress=progress)
+    except Exception as exc:  # URLError, HTTPError, a hash mismatch (RuntimeError), a full disk (OSError)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise AsitError(f"checkpoint {text} could not be downloaded to {cached} ({exc.__class__.__name__}: "
+                        f"{first})") from None
+    return cached
 
 
 def load_encoder(path: str | Path, *, which: str = "teacher", sample_rate: int | None = None,
@@ -101,7 +251,7 @@ def load_encoder(path: str | Path, *, which: str = "teacher", sample_rate: int |
     if which not in ("teacher", "student"):
         raise AsitError(f"which must be 'teacher' or 'student', got {which!r}")
     path = Path(path)
-    data = read_checkpoint(path)
+    data = read_encoder_file(path)
     if not isinstance(data, Mapping):
         raise AsitError(f"checkpoint {path} holds a {type(data).__name__}, not a dict of weights")
     if data.get("format") == EXPORT_FORMAT:
@@ -306,8 +456,9 @@ def state_dict_mismatch(saved: Mapping[str, Any], expected: Mapping[str, Any]) -
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """What a file holds, for `asit info`."""
-    data = read_checkpoint(path)
-    info: dict[str, Any] = {"path": str(path), "size_mb": round(Path(path).stat().st_size / 2**20, 2)}
+    data = read_encoder_file(path)
+    info: dict[str, Any] = {"path": str(path), "size_mb": round(Path(path).stat().st_size / 2**20, 2),
+                            "format": "safetensors" if is_safetensors(path) else "torch"}
     if isinstance(data, Mapping) and "pytorch-lightning_version" in data:
         info.update(kind="lightning pretraining checkpoint", epoch=data.get("epoch"),
                     global_step=data.get("global_step"), lightning=data.get("pytorch-lightning_version"))

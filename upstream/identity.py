@@ -6,6 +6,8 @@ while every embedding they give is the same. `encoder_identity` is the SHA-256 o
 the loaded encoder's `arch`, its config (`dataclasses.asdict`), the frontend config the file asks for, and every
 state-dict tensor (name, dtype, shape, bytes of the contiguous CPU tensor) in sorted key order. Two files with the
 same identity give the same encoder; changing one weight, the config or the frontend statistics changes it.
+The container does not count either: a `.pt` and a `.safetensors` export of one encoder (`asit export --format`)
+have the same identity.
 
 The embedding cache (tasks/embedding_cache.py) and the results store (benchmarks/results.py: `cell_key`, the
 `checkpoint_sha256` field of rows) are keyed by it. Floors built from a file (init `scratch` / `fbank_stats`) are not

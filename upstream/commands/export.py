@@ -1,8 +1,10 @@
-"""asit export CHECKPOINT OUT [--which teacher|student] [--sample-rate SR] [--init pretrained|scratch|fbank_stats]
-[--seed N] [--results PATH ...]
+"""asit export CHECKPOINT OUT [--format pt|safetensors] [--which teacher|student] [--sample-rate SR]
+[--init pretrained|scratch|fbank_stats] [--seed N] [--results PATH ...]
 
 Writes OUT and, beside it, its model card (OUT with the suffix .md; upstream/model_card.py): what the encoder is and
-the result rows measured with it in the results stores."""
+the result rows measured with it in the results stores. OUT's format is --format when given, else its name's
+(`.safetensors`: safetensors, any other: pt); a --format that contradicts the name is refused before any work
+(upstream.checkpoint.export_file_format)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_encoder, save_encoder
+from ..checkpoint import FILE_FORMATS, export_file_format, load_encoder, save_encoder
 from ..cli import positive_int
 from ..errors import AsitError
 from ..floors import INITS, initialised
@@ -22,8 +24,12 @@ DEFAULT_RESULTS = "results"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="Lightning pretraining checkpoint, official ASiT checkpoint, or export")
-    parser.add_argument("out", help="where to write the exported encoder (.pt, weights_only-loadable); its model "
-                                    "card goes beside it (OUT with the suffix .md)")
+    parser.add_argument("out", help="where to write the exported encoder (.pt: weights_only-loadable torch file; "
+                                    ".safetensors: safetensors file, configs in its metadata); its model card goes "
+                                    "beside it (OUT with the suffix .md)")
+    parser.add_argument("--format", choices=FILE_FORMATS, default=None,
+                        help="file format of OUT (default: safetensors when OUT ends in .safetensors, else pt); a "
+                             "format contradicting OUT's suffix (.safetensors vs .pt/.pth/.ckpt) is refused")
     parser.add_argument("--which", choices=("teacher", "student"), default="teacher",
                         help="which network of a pretraining checkpoint (default: teacher, as the paper finetunes)")
     parser.add_argument("--sample-rate", type=positive_int, default=None, metavar="HZ",
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix == CARD_SUFFIX:
         raise AsitError(f"OUT {args.out} ends in {CARD_SUFFIX}, the name of its model card; give e.g. "
                         f"{out.with_suffix('.pt')}")
+    file_format = export_file_format(out, args.format, what="--format")   # before the (slow) load too
     # benchmarks/ sits above upstream/ (it imports upstream); this CLI command is the layer above both, so it reads
     # the results stores, importing them here and not at module level: `import upstream...` never pulls benchmarks in
     from benchmarks.results import ResultsStore
@@ -75,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_encoder(args.checkpoint, which=args.which, sample_rate=args.sample_rate)
     encoder = initialised(loaded.encoder, args.init, args.seed)
     meta = exported_meta(loaded.meta, args, loaded.source)
-    path = save_encoder(out, encoder, loaded.frontend, meta)
+    path = save_encoder(out, encoder, loaded.frontend, meta, file_format=file_format)
     # the identity of the file as written (a floor's differs from its source's), as result rows key it
     identity = encoder_identity(path)
     rows = matching_rows((row for store in stores for row in ResultsStore(store).rows()), identity)
     card = write_card(path, encoder, loaded.frontend, meta, identity, rows, results)
     floor = "" if meta["init"] == "pretrained" else f", floor: {meta['init']}"
-    print(f"asit export: wrote {path} ({loaded.source}{floor}, {loaded.frontend.sample_rate} Hz frontend) and its "
-          f"model card {card} ({len(rows)} result row(s))")
+    print(f"asit export: wrote {path} ({file_format}; {loaded.source}{floor}, {loaded.frontend.sample_rate} Hz "
+          f"frontend) and its model card {card} ({len(rows)} result row(s))")
     return 0
