@@ -96,6 +96,17 @@ def _extra(extra: Any, *path: str) -> Any:
     return extra
 
 
+def probe_protocol(mode: Any, extra: Any) -> str:
+    """` · knn`, ` · mlp`, ` · 5-shot logistic`: what a probe row's classifier and few-shot setting add to its mode;
+    "" for the default full-data logistic probe and for rows that record neither (older rows, other modes)."""
+    if mode != "probe" or not isinstance(extra, dict):
+        return ""
+    classifier, shots = str(extra.get("classifier") or "logistic"), int(extra.get("shots") or 0)
+    if classifier == "logistic" and not shots:
+        return ""
+    return " · " + (f"{shots}-shot " if shots else "") + classifier
+
+
 def select_epoch(rows: pd.DataFrame, epoch: str = "best") -> pd.DataFrame:
     """Finetune rows at the epoch asked for: `best` = the best-valid epoch where the recipe selected on a valid split,
     else the last (there is no best without one); `last` = the last epoch. Each such row's value and predictions
@@ -146,8 +157,10 @@ def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
     + config; rows stored before that identity carry the file's bytes) — for a suite-pretrained encoder
     (`pretrain_run`), one seed with two, since each seed is its own pretraining; `mode` becomes
     `mode · recipe <digest6>` when one encoder × task × mode ran two resolved recipes (the given names stay in
-    `encoder_name`, `base_mode`); and `kind` says whether a row is a floor: the fbank-statistics baseline
-    (`extra.encoder_arch` or `init` = fbank_stats, for every row of that encoder) or a random-init twin."""
+    `encoder_name`, `base_mode`), after a probe's classifier and few-shot setting (`probe_protocol`: kNN, MLP and
+    few-shot probes are never shown as, or averaged with, the logistic probe); and `kind` says whether a row is a
+    floor: the fbank-statistics baseline (`extra.encoder_arch` or `init` = fbank_stats, for every row of that
+    encoder) or a random-init twin."""
     rows = rows.copy()
     for name, default in (("pretraining", ""), ("init", "pretrained"), ("checkpoint_sha256", ""),
                           ("recipe_digest", ""), ("pretrain_run", "")):
@@ -164,6 +177,7 @@ def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
     shas = rows.groupby(unit)["checkpoint_sha256"].transform("nunique")
     shas = shas.groupby(rows["encoder"]).transform("max")
     rows["encoder"] = rows["encoder"].where(shas <= 1, rows["encoder"] + "@" + rows["checkpoint_sha256"].str[:8])
+    rows["mode"] = rows["mode"] + [probe_protocol(m, e) for m, e in zip(rows["base_mode"], rows["extra"])]
     recipes = rows.groupby(["encoder", "task", "mode", "protocol"])["recipe_digest"].transform("nunique")
     rows["mode"] = rows["mode"].where(recipes <= 1, rows["mode"] + " · recipe " + rows["recipe_digest"].str[:6])
     fbank = pd.Series([_arch(e) == FBANK_ARCH for e in rows["extra"]], index=rows.index) | (rows["init"] == FBANK_ARCH)

@@ -1,4 +1,4 @@
-"""Linear / MLP probe on frozen scene embeddings from the shared encoder runtime, with an embedding cache.
+"""Linear, MLP, kNN and few-shot probes on frozen scene embeddings from the shared encoder runtime, cached.
 
 Embeddings. `upstream.runtime.EncoderRuntime` (the runtime HEAR and s3prl use) turns each whole clip into one vector
 per encoder step of a layer (`columns`); the scene embedding is the runtime's pooling of them (`pooling`: mean, max,
@@ -13,18 +13,25 @@ it ran none. Every computed embedding is checked to be finite before it is cache
 embedding holds NaN or Inf stops the probe with an AsitError naming the clip's file and the layer.
 
 Classifier. `logistic`: scikit-learn LogisticRegression on standardised embeddings (one-vs-rest for multi-label);
-`mlp`: one hidden layer (ReLU, dropout) trained with Adam. Selection: the layer and C (or the number of MLP epochs)
-with the best mean score on the valid split, or, for tasks without one (AS-20K, ESC-50), in grouped K-fold
-cross-validation over the training role (ESC-50: its training folds; AudioSet: videos). The chosen classifier is then
-refit on every labelled clip (train + valid), as the protocol's final model. The row keeps the whole grid
-(`selection`: layer -> point -> mean selection score) and the point used (`selected`).
+`mlp`: one hidden layer (ReLU, dropout) trained with Adam; `knn`: cosine k-nearest neighbours on standardised
+embeddings, a class's score being the share of the k neighbours carrying it (so mAP is defined for multi-label
+tasks). Selection: the layer and C (or the number of MLP epochs, or k) with the best mean score on the valid split,
+or, for tasks without one (AS-20K, ESC-50), in grouped K-fold cross-validation over the training role (ESC-50: its
+training folds; AudioSet: videos). The chosen classifier is then refit on every labelled clip (train + valid), as the
+protocol's final model. The row keeps the whole grid (`selection`: layer -> point -> mean selection score) and the
+point used (`selected`).
+
+Few-shot (`shots` = k > 0): each of `draws` seeded draws keeps k labelled clips per class (`few_shot_rows`), fits the
+classifier at a fixed point (the recipe's first C or k, or `mlp_epochs`: nothing is held out to select on) and scores
+the whole test split; the row's value is the mean over draws. All of it runs on the cached embeddings: no protocol
+costs an encoder forward beyond the one embedding of each part.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +39,7 @@ from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.multiclass import OneVsRestClassifier
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import StandardScaler, normalize
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -245,6 +252,64 @@ def predict_mlp(model: MLP, x: np.ndarray, multilabel: bool) -> np.ndarray:
     return (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)).numpy()
 
 
+# kNN: at most this many query x fit similarities (float32) are held at once
+KNN_BLOCK = 1 << 22
+
+
+def knn_neighbours(fit_x: np.ndarray, query_x: np.ndarray, k: int) -> np.ndarray:
+    """[n_query, min(k, n_fit)] indices of the fit rows most cosine-similar to each query row, nearest first.
+
+    Computed here rather than by scikit-learn's `kneighbors`, whose order among equal distances is not documented:
+    ties go to the lower fit index, so the neighbours (and the scores) are deterministic. Blocks of query rows
+    bound the memory (`KNN_BLOCK` similarities at a time)."""
+    n_fit = len(fit_x)
+    k = min(int(k), n_fit)
+    if k < 1:
+        raise AsitError("kNN needs at least one labelled clip to compare with")
+    fit = normalize(fit_x).astype(np.float32)      # unit rows: the dot product is the cosine similarity
+    query = normalize(query_x).astype(np.float32)
+    out = np.empty((len(query), k), np.int64)
+    step = max(1, KNN_BLOCK // n_fit)
+    for first in range(0, len(query), step):
+        sim = query[first:first + step] @ fit.T
+        kth = -np.partition(-sim, k - 1, axis=1)[:, k - 1:k]          # each row's k-th largest similarity
+        above = sim > kth
+        tied = sim == kth                       # of the clips tied at the k-th place, keep the lowest indices
+        keep = above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True)))
+        index = np.nonzero(keep)[1].reshape(len(sim), k)                # ascending index within each row
+        order = np.argsort(-np.take_along_axis(sim, index, axis=1), axis=1, kind="stable")
+        out[first:first + len(sim)] = np.take_along_axis(index, order, axis=1)
+    return out
+
+
+def knn_shares(neighbours: np.ndarray, y: np.ndarray, ks: Sequence[int], multilabel: bool, num_classes: int
+               ) -> Iterator[tuple[int, np.ndarray]]:
+    """(k, [n_query, num_classes] share of the first k neighbours carrying each class) for each k in `ks`, in
+    ascending order, from one pass over the neighbour ranks (a grid of k costs one neighbour search). Plain shares:
+    class-vote ties then go to the lower class index under argmax, as in scikit-learn's uniform-weight
+    KNeighborsClassifier."""
+    counts = np.zeros((len(neighbours), num_classes), np.float64)
+    rows = np.arange(len(neighbours))
+    wanted = sorted(set(int(k) for k in ks))
+    if wanted and not 1 <= wanted[0] <= wanted[-1] <= neighbours.shape[1]:
+        raise AsitError(f"kNN shares asked for k in {wanted}, with {neighbours.shape[1]} neighbours found")
+    for rank in range(wanted[-1] if wanted else 0):
+        column = neighbours[:, rank]
+        if multilabel:
+            counts += y[column]
+        else:
+            counts[rows, y[column]] += 1.0
+        if rank + 1 in wanted:
+            yield rank + 1, counts / (rank + 1)
+
+
+def knn_predict(fit_x: np.ndarray, fit_y: np.ndarray, test_x: np.ndarray, k: int, multilabel: bool,
+                num_classes: int) -> np.ndarray:
+    """Class scores of the test rows: the share of each one's k nearest fit rows (k capped at the fit rows)."""
+    neighbours = knn_neighbours(fit_x, test_x, k)
+    return next(knn_shares(neighbours, fit_y, [neighbours.shape[1]], multilabel, num_classes))[1]
+
+
 def selection_splits(train: Sequence[Example], n_valid: int, cv_folds: int) -> tuple[list[Split], str]:
     """(fit, score) index pairs into the labelled rows [train…, valid…] on which hyper-parameters are chosen.
 
@@ -281,7 +346,19 @@ def _logistic_score(x: np.ndarray, y: np.ndarray, split: Split, C: float, multil
 def grid_scores(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], multilabel: bool, num_classes: int,
                 recipe: ProbeRecipe, seed: int) -> dict[float, float]:
     """Mean score over the selection splits of every grid point: C for `logistic` (the split × C fits run in
-    parallel on `n_jobs` processes), epochs (1…) for `mlp`; each split standardised by its own fit rows."""
+    parallel on `n_jobs` processes), epochs (1…) for `mlp`, k for `knn` (one neighbour search per split, k capped
+    at the split's fit rows); each split standardised by its own fit rows."""
+    if recipe.classifier == "knn":
+        sums = {float(k): 0.0 for k in recipe.knn_k}
+        for fit, held in splits:
+            scaler = StandardScaler().fit(x[fit])
+            neighbours = knn_neighbours(scaler.transform(x[fit]), scaler.transform(x[held]), max(recipe.knn_k))
+            capped = {k: min(k, neighbours.shape[1]) for k in recipe.knn_k}
+            found = {k: _score(y[held], shares, multilabel)
+                     for k, shares in knn_shares(neighbours, y[fit], capped.values(), multilabel, num_classes)}
+            for k in recipe.knn_k:
+                sums[float(k)] += found[capped[k]]
+        return {k: total / len(splits) for k, total in sums.items()}
     if recipe.classifier == "logistic":
         points = [(split, C) for split in splits for C in recipe.C]
         scores = Parallel(n_jobs=recipe.n_jobs)(
@@ -299,9 +376,12 @@ def grid_scores(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], multilabe
 
 def fit_and_predict(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, hyper: float, multilabel: bool,
                     num_classes: int, recipe: ProbeRecipe, seed: int) -> np.ndarray:
-    """Standardise on the labelled rows, fit the classifier with its chosen C (or epochs), score the test rows."""
+    """Standardise on the labelled rows, fit the classifier with its chosen C (or epochs, or k), score the test
+    rows."""
     scaler = StandardScaler().fit(x)
     x, test_x = scaler.transform(x), scaler.transform(test_x)
+    if recipe.classifier == "knn":
+        return knn_predict(x, y, test_x, int(hyper), multilabel, num_classes)
     if recipe.classifier == "logistic":
         model = fit_logistic(x, y, hyper, multilabel, num_classes, recipe, seed)
         return predict_logistic(model, test_x, multilabel, num_classes)
@@ -309,29 +389,43 @@ def fit_and_predict(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, hyper: flo
     return predict_mlp(mlp, test_x, multilabel)
 
 
+def hyper_field(hyper: float, recipe: ProbeRecipe) -> dict[str, Any]:
+    """The classifier's hyper-parameter as rows name it: `C` (logistic), `epochs` (mlp) or `k` (knn)."""
+    if recipe.classifier == "logistic":
+        return {"C": float(hyper)}
+    return {"k" if recipe.classifier == "knn" else "epochs": int(hyper)}
+
+
+def grid_points(recipe: ProbeRecipe) -> list[float]:
+    """The classifier's candidate hyper-parameters: C, k, or the MLP's full epoch count (its history gives 1…)."""
+    if recipe.classifier == "knn":
+        return [float(k) for k in recipe.knn_k]
+    return list(recipe.C) if recipe.classifier == "logistic" else [float(recipe.mlp_epochs)]
+
+
 def selected_point(layer: int, hyper: float, score: float | None, recipe: ProbeRecipe) -> dict[str, Any]:
-    """The grid point a probe row used, named as the recipe names it (C, or the MLP's epochs), with its mean
-    selection score (None when nothing was selected: one layer and one C)."""
-    point: dict[str, Any] = {"layer": int(layer)}
-    point.update({"C": float(hyper)} if recipe.classifier == "logistic" else {"epochs": int(hyper)})
+    """The grid point a probe row used, named as the recipe names it (C, the MLP's epochs, or k), with its mean
+    selection score (None when nothing was selected: one layer and one C or k, or a few-shot probe)."""
+    point: dict[str, Any] = {"layer": int(layer), **hyper_field(hyper, recipe)}
     point["score"] = None if score is None else round(float(score), 6)
     return point
 
 
 def select(features: dict[int, np.ndarray], y: np.ndarray, train: Sequence[Example], n_valid: int,
            multilabel: bool, num_classes: int, recipe: ProbeRecipe, seed: int) -> tuple[int, float, dict[str, Any]]:
-    """The (layer, C or epochs) with the best selection score over every candidate layer's labelled features.
+    """The (layer, C or epochs or k) with the best selection score over every candidate layer's labelled features.
 
-    Ties go to the earlier layer and the smaller C / fewer epochs. Without anything to choose, no split is made.
-    `info` records how: `selection` (layer -> point -> mean selection score, null for the single point of a grid
-    with nothing to choose) and `selected` (the chosen layer and C / epochs with its score), so every row says how
-    its probe was chosen."""
-    grid = list(recipe.C) if recipe.classifier == "logistic" else [recipe.mlp_epochs]
-    if len(features) == 1 and len(grid) == 1 and recipe.classifier == "logistic":
-        layer, C = next(iter(features)), grid[0]
-        return layer, C, {"selection_on": "none (one layer, one C)", "selection_splits": 0,
-                          "selection": {str(layer): {f"{C:g}": None}},
-                          "selected": selected_point(layer, C, None, recipe)}
+    Ties go to the earlier layer and the smaller C / fewer epochs / fewer neighbours. Without anything to choose, no
+    split is made. `info` records how: `selection` (layer -> point -> mean selection score, null for the single
+    point of a grid with nothing to choose) and `selected` (the chosen layer and C / epochs / k with its score), so
+    every row says how its probe was chosen."""
+    grid = grid_points(recipe)
+    if len(features) == 1 and len(grid) == 1 and recipe.classifier != "mlp":
+        layer, point = next(iter(features)), grid[0]
+        name = "C" if recipe.classifier == "logistic" else "k"
+        return layer, point, {"selection_on": f"none (one layer, one {name})", "selection_splits": 0,
+                              "selection": {str(layer): {f"{point:g}": None}},
+                              "selected": selected_point(layer, point, None, recipe)}
     splits, source = selection_splits(train, n_valid, recipe.cv_folds)
     table = {layer: grid_scores(x, y, splits, multilabel, num_classes, recipe, seed) for layer, x in features.items()}
     best = max(((layer, point) for layer, scores in table.items() for point in scores),
@@ -341,6 +435,60 @@ def select(features: dict[int, np.ndarray], y: np.ndarray, train: Sequence[Examp
                           for layer, scores in table.items()},
             "selected": selected_point(best[0], best[1], table[best[0]][best[1]], recipe)}
     return best[0], best[1], info
+
+
+# ---------------------------------------------------------------------------------------------------- few-shot
+
+def few_shot_rows(y: np.ndarray, multilabel: bool, num_classes: int, shots: int, seed: int, draw: int
+                  ) -> np.ndarray:
+    """Sorted indices of the labelled rows one few-shot draw fits on: `shots` clips per class, sampled without
+    replacement by a generator seeded with (seed, draw), so a draw is the same in every run and draws differ.
+
+    A class with fewer clips keeps all of them. Multi-label: classes are visited rarest first (ties by class index)
+    and each is topped up to `shots` clips carrying it from the clips not drawn yet; a clip counts for every label it
+    carries, so a class ends with at least min(shots, its clips) positives (common classes often more) and the draw
+    stays near shots × classes clips instead of multiplying by the labels per clip. Single-label, this is plainly
+    `shots` clips per class."""
+    rng = np.random.default_rng([seed, draw])
+    members = [np.flatnonzero(y[:, c] > 0) if multilabel else np.flatnonzero(y == c) for c in range(num_classes)]
+    chosen = np.zeros(len(y), bool)
+    for c in sorted(range(num_classes), key=lambda c: (len(members[c]), c)):
+        need = shots - int(chosen[members[c]].sum())
+        if need <= 0:
+            continue
+        free = members[c][~chosen[members[c]]]
+        chosen[free if len(free) <= need else rng.choice(free, size=need, replace=False)] = True
+    return np.flatnonzero(chosen)
+
+
+def few_shot_point(recipe: ProbeRecipe) -> float:
+    """The fixed hyper-parameter of a few-shot fit: the recipe's first C or k, or the MLP's `mlp_epochs` (with k
+    clips per class there is nothing to hold out and select on)."""
+    return grid_points(recipe)[0]
+
+
+def few_shot(features: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, multilabel: bool,
+             num_classes: int, recipe: ProbeRecipe, seed: int) -> tuple[dict[str, float], np.ndarray, dict[str, Any]]:
+    """Fit and score `draws` few-shot draws of the labelled rows: (metrics averaged over draws, the first draw's test
+    scores, the row's few-shot record: shots, draws, per-draw scores of the primary metric, their std, clips)."""
+    hyper = few_shot_point(recipe)
+    per_draw: list[dict[str, float]] = []
+    first_scores = np.zeros((0, num_classes))
+    sizes = []
+    for draw in range(recipe.draws):
+        rows = few_shot_rows(y, multilabel, num_classes, recipe.shots, seed, draw)
+        scores = fit_and_predict(features[rows], y[rows], test_x, hyper, multilabel, num_classes, recipe, seed)
+        per_draw.append(evaluate(test_y, scores, multilabel))
+        sizes.append(int(len(rows)))
+        if draw == 0:
+            first_scores = scores
+    metrics = {name: float(np.mean([m[name] for m in per_draw])) for name in per_draw[0]
+               if all(name in m for m in per_draw)}
+    primary = [float(next(iter(m.values()))) for m in per_draw]
+    record = {"shots": recipe.shots, "draws": recipe.draws, "draw_scores": [round(v, 6) for v in primary],
+              "draw_std": round(float(np.std(primary, ddof=1)), 6) if len(primary) > 1 else None,
+              "draw_n_fit": sizes}
+    return metrics, first_scores, record
 
 
 # ------------------------------------------------------------------------------------------------------ runner
@@ -369,16 +517,30 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
     labelled_y = data.targets(train + valid)
     features = {layer: np.concatenate([role("train", layer), role("valid", layer)]) for layer in embedder.layers}
     multilabel, num_classes = data.multilabel, data.num_classes
-    layer, hyper, info = select(features, labelled_y, train, len(valid), multilabel, num_classes, recipe, seed)
-    scores = fit_and_predict(features[layer], labelled_y, role("test", layer), hyper, multilabel, num_classes,
-                             recipe, seed)
-    metrics = evaluate(data.targets(test), scores, multilabel)
+    fit_on = "train+valid" if valid else "train"
+    test_y = data.targets(test)
+    if recipe.shots:
+        layer, hyper = embedder.layers[0], few_shot_point(recipe)     # the recipe allows one layer with shots > 0
+        metrics, scores, shots = few_shot(features[layer], labelled_y, role("test", layer), test_y, multilabel,
+                                          num_classes, recipe, seed)
+        name = "C" if recipe.classifier == "logistic" else "k" if recipe.classifier == "knn" else "mlp_epochs"
+        info = {"selection_on": f"none ({recipe.shots}-shot: fixed {name}, the recipe's first)",
+                "selection_splits": 0, "selection": {str(layer): {f"{hyper:g}": None}},
+                "selected": selected_point(layer, hyper, None, recipe), **shots}
+        fit_on = f"{recipe.shots} per class from {fit_on}, {recipe.draws} draws"
+        n_fit = shots["draw_n_fit"][0]                               # the draw whose predictions are saved
+    else:
+        layer, hyper, info = select(features, labelled_y, train, len(valid), multilabel, num_classes, recipe, seed)
+        scores = fit_and_predict(features[layer], labelled_y, role("test", layer), hyper, multilabel, num_classes,
+                                 recipe, seed)
+        metrics = evaluate(test_y, scores, multilabel)
+        info = {**info, "shots": 0}
+        n_fit = int(len(labelled_y))
     predictions = (work_dir / "predictions.npz").resolve()
-    data.save_predictions(predictions, scores, data.targets(test), test)
+    data.save_predictions(predictions, scores, test_y, test)     # few-shot: the first draw's test scores
     extra: dict[str, Any] = {
         **data.summary(), "mode": "probe", "metrics": metrics, "classifier": recipe.classifier,
-        **({"C": hyper} if recipe.classifier == "logistic" else {"epochs": int(hyper)}), **info,
-        "fit_on": "train+valid" if valid else "train", "n_fit": int(len(labelled_y)),
+        **hyper_field(hyper, recipe), **info, "fit_on": fit_on, "n_fit": n_fit,
         "layer": layer, "layers_tried": embedder.layers, "pooling": recipe.pooling, "columns": recipe.columns,
         "padding": recipe.padding, "embedding_dim": int(features[layer].shape[1]),
         "device": str(embedder.device), "precision": embedder.precision,

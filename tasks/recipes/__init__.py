@@ -121,6 +121,9 @@ class FinetuneRecipe:
 DISTILL_KEYS = {"adapter", "path", "module", "layer", "which", "gamma"}
 
 
+CLASSIFIERS = ("logistic", "mlp", "knn")
+
+
 @dataclass(frozen=True)
 class ProbeRecipe:
     """A classifier on frozen scene embeddings of the shared encoder runtime. See tasks/recipes/*_probe.yaml."""
@@ -141,8 +144,11 @@ class ProbeRecipe:
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None        # None: $ASIT_CACHE_DIR/embeddings or ~/.cache/asit-hear/embeddings
     # classifier
-    classifier: str = "logistic"        # logistic (scikit-learn) | mlp (torch, one hidden layer)
+    classifier: str = "logistic"        # logistic (scikit-learn) | mlp (torch, one hidden layer) | knn (cosine)
     C: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])   # logistic: chosen on validation
+    knn_k: list[int] = field(default_factory=lambda: [1, 5, 10, 20])        # knn: neighbours, chosen like C
+    shots: int = 0                      # few-shot: labelled clips per class in each draw; 0 = every labelled clip
+    draws: int = 5                      # few-shot: seeded draws (probe seed, draw index); the row is their mean
     max_iter: int = 1000
     cv_folds: int = 5                   # no valid split: grouped K-fold CV over the training role chooses C / layer
     hidden_dim: int = 512               # mlp
@@ -166,9 +172,16 @@ class ProbeRecipe:
             raise AsitError(f"recipe {exc}") from None
 
     def _checks(self) -> None:
-        _choice("classifier", self.classifier, ("logistic", "mlp"))
+        _choice("classifier", self.classifier, CLASSIFIERS)
         if not self.C or any(c <= 0 for c in self.C):
             raise AsitError(f"recipe C must be a non-empty list of positive numbers, got {self.C}")
+        if not self.knn_k or any(k < 1 for k in self.knn_k):
+            raise AsitError(f"recipe knn_k must be a non-empty list of whole numbers >= 1, got {self.knn_k}")
+        _positive("shots", self.shots, zero_ok=True)
+        _positive("draws", self.draws)
+        if self.shots and self.layer == "best":
+            raise AsitError("recipe layer: best needs held-out labelled clips to choose a layer, and a few-shot "
+                            "probe (shots > 0) selects nothing: give one layer (e.g. layer=-1)")
         if self.cv_folds < 2:
             raise AsitError(f"recipe cv_folds must be at least 2, got {self.cv_folds}")
         if isinstance(self.layer, str) and self.layer != "best":
@@ -236,10 +249,21 @@ RUN_ONLY_FIELDS = frozenset({"num_workers", "n_jobs", "log_every_n_steps", "keep
                              "batch_clips", "device", "accelerator"})
 
 
+def inactive_fields(recipe: Recipe) -> set[str]:
+    """Probe fields added after rows were stored (kNN, few-shot) that the recipe's protocol does not use: `knn_k`
+    unless the classifier is knn, `shots` and `draws` while few-shot is off. Left out of the digest, they keep every
+    earlier probe's cell key and leaderboard row, and a value that cannot change the result splits nothing."""
+    if not isinstance(recipe, ProbeRecipe):
+        return set()
+    out = set() if recipe.classifier == "knn" else {"knn_k"}
+    return out | ({"shots", "draws"} if not recipe.shots else set())
+
+
 def recipe_digest(recipe: Recipe) -> str:
-    """Content hash of what a resolved recipe computes (run-only fields left out): the identity of suite cells and
-    of a work folder's resumable checkpoints."""
-    fields = {k: v for k, v in recipe_dict(recipe).items() if k not in RUN_ONLY_FIELDS}
+    """Content hash of what a resolved recipe computes (run-only and unused protocol fields left out): the identity
+    of suite cells and of a work folder's resumable checkpoints."""
+    skip = RUN_ONLY_FIELDS | inactive_fields(recipe)
+    fields = {k: v for k, v in recipe_dict(recipe).items() if k not in skip}
     canonical = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
