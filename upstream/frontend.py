@@ -6,6 +6,7 @@ evaluation is the classic silent bug of this field, so there is deliberately no 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -143,10 +144,57 @@ def to_mono(wave: torch.Tensor) -> torch.Tensor:
     return wave.mean(dim=0)
 
 
+# Cached resamplers: distinct (rates, dtype, device) keys a process keeps (a data set has one or a few source rates),
+# and the largest kernel (elements) `resample` keeps: rates with a small common divisor (16000 -> 15999) give kernels
+# of gigabytes, which it builds per call as before instead of holding them for the life of the process.
+RESAMPLER_CACHE_SIZE = 16
+RESAMPLER_CACHE_MAX_ELEMENTS = 2**25   # 128 MiB in float32; 8-48 kHz -> 16 kHz need under 0.3 M, 44056 -> 16000 11 M
+
+
+def _kernel_elements(orig_sr: int, target_sr: int, lowpass_filter_width: int = 6, rolloff: float = 0.99) -> int:
+    """Size of torchaudio's sinc kernel for a rate pair ([new, 1, orig + 2·width] after dividing by the gcd), the
+    formula of `torchaudio.functional._get_sinc_resample_kernel`; only decides whether the kernel is cached."""
+    gcd = math.gcd(int(orig_sr), int(target_sr))
+    orig, new = int(orig_sr) // gcd, int(target_sr) // gcd
+    width = math.ceil(lowpass_filter_width * orig / (min(orig, new) * rolloff))
+    return new * (orig + 2 * width)
+
+
+def resampler(orig_sr: int, target_sr: int, dtype: torch.dtype = torch.float32,
+              device: torch.device | str = "cpu") -> torchaudio.transforms.Resample:
+    """The shared `torchaudio.transforms.Resample` for a rate pair, dtype and device: its sinc kernel is built once
+    per process (DataLoader workers each build their own) instead of on every call, as the functional form does.
+
+    torchaudio.functional.resample's defaults (sinc_interp_hann, lowpass_filter_width 6, rolloff 0.99), with the
+    kernel computed in `dtype` as the functional form does for a waveform of that dtype, so a CPU result is
+    bit-identical to it. Shared between callers: use it, do not move, convert or train it.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:     # one key for "cuda" and the tensors' "cuda:N"
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _cached_resampler(int(orig_sr), int(target_sr), dtype, device)
+
+
+@functools.lru_cache(maxsize=RESAMPLER_CACHE_SIZE)
+def _cached_resampler(orig_sr: int, target_sr: int, dtype: torch.dtype,
+                      device: torch.device) -> torchaudio.transforms.Resample:
+    # a kernel built inside torch.inference_mode would be an inference tensor, which autograd cannot save later
+    with torch.inference_mode(False), torch.no_grad():
+        module = torchaudio.transforms.Resample(orig_sr, target_sr, resampling_method="sinc_interp_hann",
+                                                lowpass_filter_width=6, rolloff=0.99, dtype=dtype)
+        return module.to(device)
+
+
 def resample(wave: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    """`torchaudio.functional.resample(wave, orig_sr, target_sr)` ([..., samples]; the input itself when the rates
+    are equal) through the cached `resampler`, so the sinc kernel is not rebuilt for every clip."""
     if orig_sr == target_sr:
         return wave
-    return torchaudio.functional.resample(wave, orig_sr, target_sr)
+    if (not wave.is_floating_point() or orig_sr <= 0 or target_sr <= 0 or int(orig_sr) != orig_sr
+            or int(target_sr) != target_sr
+            or _kernel_elements(orig_sr, target_sr) > RESAMPLER_CACHE_MAX_ELEMENTS):
+        return torchaudio.functional.resample(wave, orig_sr, target_sr)   # its own errors, or a kernel not kept
+    return resampler(int(orig_sr), int(target_sr), wave.dtype, wave.device)(wave)
 
 
 class Frontend:

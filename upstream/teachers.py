@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchaudio
 from torch import nn
 
 from .errors import AsitError
-from .frontend import Frontend
+from .frontend import Frontend, resample
 
 ADAPTERS = ("asit-hear", "hear", "hf-clap")
 
@@ -65,9 +64,9 @@ class Teacher(nn.Module):
         return super().train(False)
 
     def _resampled(self, waves: torch.Tensor, rate: int) -> torch.Tensor:
-        if rate == self.sample_rate:
-            return waves
-        return torchaudio.functional.resample(waves, self.sample_rate, rate)
+        """The batch at the teacher's `rate` through the frontend's cached resampler (one per device and dtype),
+        so every step does not rebuild the sinc kernel."""
+        return resample(waves, self.sample_rate, rate)
 
 
 class EncoderTeacher(Teacher):

@@ -20,8 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     parser.add_argument("--benches", nargs="+", default=["inference", "scaling", "pretrain"],
-                        choices=["inference", "scaling", "pretrain"])
-    parser.add_argument("--seconds", type=float, default=10.0, help="clip length for the inference benchmark")
+                        choices=["inference", "scaling", "pretrain", "data"],
+                        help="data: the data path (decode + resample + fbank, clips/s on one core, cached against "
+                             "functional resampling; benchmarks/data_path.py), run on its own")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="clip length for the inference and data benchmarks")
+    parser.add_argument("--data-clips", type=positive_int, default=16,
+                        help="data benchmark: files of each kind (WAV/FLAC x 44.1/16 kHz) per pass; --repeats passes "
+                             "(default 5)")
     parser.add_argument("--batch", type=positive_int, default=None, help="clips per inference call (default 8)")
     parser.add_argument("--padding", default="step", choices=["step", "chunk"],
                         help="the runtime's padding option for inference, scaling and --compare")
@@ -59,7 +65,17 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).is_dir():      # the report is written at the end: refuse now, not after the benchmarks
         raise AsitError(f"--out {args.out} is a folder; give the JSON file to write, e.g. "
                         f"{Path(args.out) / 'perf.json'}")
-    if args.compare:
+    if "data" in args.benches and not args.compare:
+        if len(set(args.benches)) > 1:
+            raise AsitError("--benches data runs on its own (one thread, its own report); run the model benches "
+                            "in another call")
+        if args.device != "cpu":
+            raise AsitError(f"--benches data times the CPU data path (a DataLoader worker); got --device "
+                            f"{args.device}")
+        from benchmarks.data_path import run_data_path
+
+        run_data_path(Path(args.out), seconds=args.seconds, clips=args.data_clips, repeats=args.repeats or 5)
+    elif args.compare:
         from benchmarks.perf_compare import run_compare
 
         run_compare(selected_models(args, default=["vit-base"]), args.device, Path(args.out), seconds=args.seconds,
