@@ -4,6 +4,9 @@ read their results. Used by the demo's HEAR stage and the end-to-end tests; noth
     python -m heareval.embeddings.runner asit_hear --model ENCODER --tasks-dir TASKS   (cwd: work dir)
     python -m heareval.predictions.runner embeddings/asit_hear/<task> ... [--grid G --grid-points N]
     hear-validator asit_hear --model ENCODER
+
+`module` (default asit_hear) names any other installed HEAR 2021 module instead (someone else's model, as an
+`EncoderSpec.module`), with its model file or none (`encoder=None`: heareval then calls `load_model()` without one).
 """
 
 from __future__ import annotations
@@ -48,9 +51,13 @@ def run_command(command: Sequence[str], cwd: Path, log_file: Path, env: dict[str
         raise AsitError(f"`{' '.join(command)}` failed (exit {done.returncode}), see {log_file}: {_tail(log_file)}")
 
 
-def embeddings_command(encoder: Path, tasks_dir: Path, task: str | None = None,
-                       model_options: dict[str, Any] | None = None) -> list[str]:
-    command = [sys.executable, "-m", "heareval.embeddings.runner", MODULE, "--model", str(encoder),
+def _model_arguments(encoder: Path | None) -> list[str]:
+    return [] if encoder is None else ["--model", str(encoder)]
+
+
+def embeddings_command(encoder: Path | None, tasks_dir: Path, task: str | None = None,
+                       model_options: dict[str, Any] | None = None, module: str = MODULE) -> list[str]:
+    command = [sys.executable, "-m", "heareval.embeddings.runner", module, *_model_arguments(encoder),
                "--tasks-dir", str(tasks_dir)]
     if task:
         command += ["--task", task]
@@ -64,17 +71,22 @@ def predictions_command(task_dirs: Sequence[Path], grid: str = "default", grid_p
             "--grid-points", str(grid_points)]
 
 
-def validator_command(encoder: Path) -> list[str]:
+def validator_command(encoder: Path | None, module: str = MODULE) -> list[str]:
     script = shutil.which("hear-validator", path=str(Path(sys.executable).parent)) or "hear-validator"
-    return [script, MODULE, "--model", str(encoder)]
+    return [script, module, *_model_arguments(encoder)]
 
 
-def compute_embeddings(encoder: Path, tasks_dir: Path, work_dir: Path, log_file: Path,
-                       env: dict[str, str] | None = None) -> Path:
-    """heareval's embeddings runner on every task of `tasks_dir`, from `work_dir`; returns
-    `work_dir/embeddings/asit_hear` (heareval skips tasks already marked done)."""
-    run_command(embeddings_command(Path(encoder).absolute(), Path(tasks_dir).absolute()), work_dir, log_file, env)
-    return work_dir / "embeddings" / MODULE
+def _absolute(encoder: Path | None) -> Path | None:
+    return None if encoder is None else Path(encoder).absolute()
+
+
+def compute_embeddings(encoder: Path | None, tasks_dir: Path, work_dir: Path, log_file: Path,
+                       env: dict[str, str] | None = None, module: str = MODULE) -> Path:
+    """heareval's embeddings runner with `module` (default asit_hear) on every task of `tasks_dir`, from
+    `work_dir`; returns `work_dir/embeddings/<module>` (heareval skips tasks already marked done)."""
+    run_command(embeddings_command(_absolute(encoder), Path(tasks_dir).absolute(), module=module), work_dir,
+                log_file, env)
+    return work_dir / "embeddings" / module
 
 
 def predict(task_dirs: Sequence[Path], work_dir: Path, log_file: Path, grid: str = "default",
@@ -84,9 +96,10 @@ def predict(task_dirs: Sequence[Path], work_dir: Path, log_file: Path, grid: str
     run_command(predictions_command(relative, grid, grid_points), work_dir, log_file, env)
 
 
-def validate(encoder: Path, work_dir: Path, log_file: Path, env: dict[str, str] | None = None) -> None:
+def validate(encoder: Path | None, work_dir: Path, log_file: Path, env: dict[str, str] | None = None,
+             module: str = MODULE) -> None:
     """hear-validator on the module + encoder; AsitError unless it ends with its success line."""
-    run_command(validator_command(Path(encoder).absolute()), work_dir, log_file, env)
+    run_command(validator_command(_absolute(encoder), module), work_dir, log_file, env)
     if "Looks good!" not in log_file.read_text(errors="replace"):
         raise AsitError(f"hear-validator did not report success, see {log_file}: {_tail(log_file)}")
 

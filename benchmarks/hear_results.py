@@ -29,7 +29,7 @@ from tasks.api import EncoderSpec, TaskCell, TaskResult
 from tasks.hear_export import TASK_OF_DATASET
 from upstream.errors import AsitError
 
-from .results import ResultsStore, cell_key, checkpoint_identity, make_row, settings_digest
+from .results import ResultsStore, cell_key, make_row, settings_digest, spec_identity
 
 SCORES_FILE = "test.predicted-scores.json"
 METADATA_FILE = "task_metadata.json"
@@ -147,9 +147,10 @@ def hear_cells(task_dir: Path, encoder: EncoderSpec) -> list[tuple[TaskCell, Tas
 
 def hear_rows(path: str | Path, encoder: EncoderSpec, *, pretraining: str = "") -> Iterator[dict[str, Any]]:
     """Store rows of every scored task folder under `path` (one per test split), task folder by task folder.
-    `encoder` is the checkpoint whose embeddings heareval scored (its weights + config identity, upstream.identity,
-    goes into each row as `checkpoint_sha256`)."""
-    sha = checkpoint_identity(encoder.path)
+    `encoder` is the checkpoint (or HEAR module) whose embeddings heareval scored (its identity, `spec_identity`:
+    weights + config, or module + model file + options, goes into each row as `checkpoint_sha256`), so a module's
+    HEAR rows and its probe rows are one encoder in the table."""
+    sha = spec_identity(encoder)
     for task_dir in find_task_dirs(path):
         for cell, result, seconds in hear_cells(task_dir, encoder):
             digest = settings_digest(cell.overrides)

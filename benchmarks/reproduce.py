@@ -26,7 +26,7 @@ from upstream.config import deep_merge, from_dict
 from upstream.errors import AsitError
 
 from . import results as results_module
-from .results import STATUS_OK, ResultsStore, cell_key, checkpoint_identity
+from .results import STATUS_OK, ResultsStore, cell_key, spec_identity
 from .stats import CONFIDENCE, Interval, bootstrap_interval, row_predictions
 from .suite import DEFAULT_RUNNER, Runner, resolve_runner
 
@@ -189,11 +189,11 @@ def check_provenance(row: Mapping[str, Any]) -> None:
 
     path = cell.encoder.path
     stored_identity = str(row.get("checkpoint_sha256") or "")
-    if not path or not Path(path).is_file():
+    if (not path and not cell.encoder.module) or (path and not Path(path).is_file()):
         problems.append(f"checkpoint: {path or '(no path)'} no longer exists")
     else:
         try:
-            identity = checkpoint_identity(path)
+            identity = spec_identity(cell.encoder)      # a HEAR module's: module + model file + options
         except AsitError as exc:
             problems.append(f"checkpoint: {path} cannot be read ({exc})")
         else:

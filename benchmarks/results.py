@@ -32,7 +32,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from tasks.api import TaskCell, TaskResult
+from tasks.api import EncoderSpec, TaskCell, TaskResult, hear_module_identity
 from upstream.errors import AsitError
 from upstream.hashing import file_sha256
 from upstream.identity import encoder_identity
@@ -80,12 +80,21 @@ def checkpoint_identity(path: str | Path) -> str:
         return file_sha256(path)
 
 
+def spec_identity(spec: EncoderSpec) -> str:
+    """What an encoder spec's rows and cell keys are keyed by (`checkpoint_sha256`): `checkpoint_identity` of its
+    file for our checkpoints; for a HEAR module (`spec.module`), tasks.api.hear_module_identity — SHA-256 over the
+    module name, its model file's bytes and its options (a digest of other content than any checkpoint identity's),
+    so a module's cells are apart from ours and keep their keys while the module name, file and options stay."""
+    return hear_module_identity(spec) if spec.module else checkpoint_identity(spec.path)
+
+
 def cell_key(cell: TaskCell, checkpoint_sha256: str, recipe_digest: str = "") -> str:
     """Identity of a cell for resuming: encoder name, init and checkpoint identity (`checkpoint_identity`: weights +
-    config, whatever file holds them), task, mode, protocol, seed, fold, and what the cell computes: the digest of
-    its resolved recipe when there is one (so editing a recipe file's defaults reruns the cells it changes, while
-    naming the same recipe another way, or moving its file, does not), else the recipe name and overrides as given.
-    Paths are left out on purpose: moving a checkpoint or a dataset does not invalidate results."""
+    config, whatever file holds them; `spec_identity` for a HEAR module), task, mode, protocol, seed, fold, and what
+    the cell computes: the digest of its resolved recipe when there is one (so editing a recipe file's defaults
+    reruns the cells it changes, while naming the same recipe another way, or moving its file, does not), else the
+    recipe name and overrides as given. Paths are left out on purpose: moving a checkpoint or a dataset does not
+    invalidate results."""
     identity = {
         "encoder": cell.encoder.name, "init": cell.encoder.init, "checkpoint_sha256": checkpoint_sha256,
         "task": cell.task, "mode": cell.mode, "protocol": cell.protocol, "seed": cell.seed, "fold": cell.fold,
@@ -303,4 +312,4 @@ def _finished_keys(rows: Iterable[dict[str, Any]]) -> set[str]:
 
 
 __all__ = ["ResultsStore", "STATUS_OK", "STATUS_FAILED", "cell_key", "cell_config", "checkpoint_identity",
-           "file_sha256", "git_commit", "make_row"]
+           "file_sha256", "git_commit", "make_row", "spec_identity"]

@@ -36,13 +36,14 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tasks.api import MODES, TASKS, EncoderSpec, TaskCell, TaskResult
+from tasks.api import MODES, TASKS, EncoderSpec, TaskCell, TaskResult, canonical_json
 from tasks.task_data import PROTOCOLS
 from upstream.config import deep_merge, load_yaml, parse_overrides
 from upstream.errors import AsitError
 from upstream.floors import INITS
 
-from .results import STATUS_OK, ResultsStore, cell_key, checkpoint_identity, make_row
+from .parallel_config import ParallelConfig, parse_parallel
+from .results import STATUS_OK, ResultsStore, cell_key, make_row, spec_identity
 from .suite_pretrain import NAME, PretrainRun, encoder_path, parse_pretrain, pretrain_runs
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -92,6 +93,7 @@ class Suite:
     work_dir: Path
     runner: str = DEFAULT_RUNNER
     pretrain: tuple[PretrainRun, ...] = ()                                # runs this suite trains itself
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)      # how the cells are spread
 
     def encoder_for(self, encoder: SuiteEncoder, seed: int) -> EncoderSpec:
         """The encoder the cells of `seed` measure: its own file, or its pretraining run's seed-`seed` export."""
@@ -150,7 +152,7 @@ def read_suite_file(path: Path) -> dict[str, Any]:
 def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str | Path | None = None,
                 work_dir: str | Path | None = None) -> Suite:
     known = {"name", "vars", "encoders", "data", "tasks", "modes", "seeds", "overrides", "results", "work_dir",
-             "runner", "pretrain"}
+             "runner", "pretrain", "parallel"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise AsitError(f"suite {source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
@@ -195,12 +197,16 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str
         if entry is False:                                   # --set encoders.asit-local=false leaves one out
             continue
         entry = _mapping(entry, f"encoders.{enc_name}", source)
+        if not NAME.match(str(enc_name)):
+            raise AsitError(f"suite {source}: encoder name {enc_name!r} must be letters, digits, '_', '.', '+', '-'")
+        if "module" in entry:
+            encoders.append(_module_encoder(str(enc_name), entry, modes, source, fill, fill_all))
+            continue
         extra = sorted(set(entry) - {"path", "pretrained", "init", "pretraining"})
         if extra:
             raise AsitError(f"suite {source}: encoders.{enc_name} has unknown key(s) {', '.join(extra)} "
-                            "(valid: path or pretrained, init, pretraining)")
-        if not NAME.match(str(enc_name)):
-            raise AsitError(f"suite {source}: encoder name {enc_name!r} must be letters, digits, '_', '.', '+', '-'")
+                            "(valid: path or pretrained, init, pretraining; or module, model, options, pretraining "
+                            "for a HEAR module)")
         init = str(entry.get("init", "pretrained"))
         if init not in INITS:
             raise AsitError(f"suite {source}: encoders.{enc_name}.init must be one of {', '.join(INITS)}, got {init!r}")
@@ -253,7 +259,42 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", *, results: str
                      fill(raw.get("results", "results/{name}.jsonl"), "results")),
                  work_dir=Path(work_dir) if work_dir is not None else Path(
                      fill(raw.get("work_dir", "runs/bench/{name}"), "work_dir")),
-                 runner=str(raw.get("runner") or DEFAULT_RUNNER), pretrain=pretrain)
+                 runner=str(raw.get("runner") or DEFAULT_RUNNER), pretrain=pretrain,
+                 parallel=parse_parallel(raw.get("parallel"), f"suite {source}"))
+
+
+MODULE_KEYS = ("module", "model", "options", "pretraining")
+
+
+def _module_encoder(name: str, entry: Mapping[str, Any], modes: Sequence[str], source: str,
+                    fill: Callable[[Any, str], str], fill_all: Callable[[Any, str], Any]) -> SuiteEncoder:
+    """An `encoders:` entry naming an installed HEAR 2021 module (`module`, optional `model` file and `options`,
+    load_model's keywords): probe cells only, since a foreign module has no random-init twin and is not finetuned."""
+    where = f"suite {source}: encoders.{name}"
+    extra = sorted(set(entry) - set(MODULE_KEYS))
+    if extra:
+        why = (" (a HEAR module is always the pretrained model its authors ship: no random-init twin)"
+               if "init" in extra else "")
+        raise AsitError(f"{where} names a HEAR module; unknown key(s) {', '.join(extra)}{why} (valid: "
+                        f"{', '.join(MODULE_KEYS)})")
+    module = fill(entry["module"], f"encoders.{name}.module").strip()
+    if not module:
+        raise AsitError(f"{where}.module is empty: give the HEAR module's import name (e.g. hearbaseline.wav2vec2)")
+    if any(mode != "probe" for mode in modes):
+        raise AsitError(f"{where} is the HEAR module {module}: it is evaluated by probe cells only (finetuning a "
+                        f"foreign module is not supported), and this suite's modes are {', '.join(modes)}; set "
+                        "`modes: [probe]` or put the module in a probe-only suite")
+    options = fill_all(entry.get("options") or {}, f"encoders.{name}.options")
+    if not isinstance(options, Mapping):
+        raise AsitError(f"{where}.options must be a mapping of load_model keywords, got {options!r}")
+    model = fill(entry["model"], f"encoders.{name}.model") if entry.get("model") else ""
+    pretraining = fill(entry.get("pretraining", ""), f"encoders.{name}.pretraining")
+    return SuiteEncoder(EncoderSpec(name, model, module=module, options=options), pretraining)
+
+
+def encoder_identity_key(spec: EncoderSpec) -> tuple[str, str, str]:
+    """What planning hashes an encoder once per: its file, plus the module and options of a HEAR module."""
+    return spec.path, spec.module, canonical_json(dict(spec.options)) if spec.module else ""
 
 
 def _referenced(template: str) -> list[str]:
@@ -309,17 +350,19 @@ def plan_suite(suite: Suite, *, check_data: bool = True) -> list[PlannedCell]:
             raise AsitError(f"suite {suite.source}: data root(s) not found: {'; '.join(missing)}")
     hashes = {}
     for encoder, seed in itertools.product(suite.encoders, suite.seeds):
-        path = suite.encoder_for(encoder, seed).path
-        if path in hashes:
+        spec = suite.encoder_for(encoder, seed)
+        path, identity_key = spec.path, encoder_identity_key(spec)
+        if identity_key in hashes:
             continue
         if encoder.pretrained and not Path(path).is_file():
             raise AsitError(f"suite {suite.source}: encoders.{encoder.spec.name}: pretraining run "
                             f"{encoder.pretrained} seed {seed} has not finished ({path}); `asit bench` trains it "
                             "before planning the cells")
         try:
-            hashes[path] = checkpoint_identity(path)
+            hashes[identity_key] = spec_identity(spec)
         except AsitError as exc:
-            raise AsitError(f"suite {suite.source}: encoders.{encoder.spec.name}.path: checkpoint {exc}") from None
+            field_name = "model: HEAR module model file" if spec.module else "path: checkpoint"
+            raise AsitError(f"suite {suite.source}: encoders.{encoder.spec.name}.{field_name} {exc}") from None
     cells = []
     for mode, task in itertools.product(suite.modes, suite.tasks):
         overrides = deep_merge(suite.overrides.get(mode, {}), task.overrides.get(mode, {}))
@@ -329,7 +372,7 @@ def plan_suite(suite: Suite, *, check_data: bool = True) -> list[PlannedCell]:
             cell = TaskCell(encoder=spec, task=task.task, mode=mode, protocol=task.protocol, seed=seed,
                             fold=fold, data_root=task.data_root, recipe=task.recipes.get(mode, ""),
                             overrides=overrides)
-            sha = hashes[spec.path]
+            sha = hashes[encoder_identity_key(spec)]
             cells.append(PlannedCell(cell, cell_key(cell, sha, digest), sha, encoder.pretraining, digest,
                                      encoder.pretrained))
     keys = [c.key for c in cells]
@@ -388,7 +431,9 @@ def resolve_runner(spec: str) -> Runner:
 
 def run_suite(suite: Suite, *, runner: Runner | None = None, store: ResultsStore | None = None,
               progress: bool = True, log: Callable[[str], None] = print) -> SuiteReport:
-    """Run every cell of `suite` whose key has no successful row in the store, appending one row per cell."""
+    """Run every cell of `suite` whose key has no successful row in the store, appending one row per cell and
+    printing one status line per finished cell; serially here, or spread as `suite.parallel` says
+    (benchmarks/parallel.py), this process remaining the store's only writer."""
     store = store or ResultsStore(suite.results)
     pretrain_runs(suite.pretrain, suite.seeds, suite.work_dir, suite=suite.name, log=log)
     cells = plan_suite(suite)
@@ -397,24 +442,52 @@ def run_suite(suite: Suite, *, runner: Runner | None = None, store: ResultsStore
     todo = [c for c in cells if c.key not in finished]
     report = SuiteReport(suite.name, store.path, planned=len(cells), skipped=len(cells) - len(todo),
                          keys=[c.key for c in cells])
-    log(f"suite {suite.name}: {len(cells)} cells, {report.skipped} already in {store.path}, {len(todo)} to run")
-    with tqdm(todo, desc=suite.name, unit="cell", disable=not progress, dynamic_ncols=True) as bar:
-        for planned in bar:
-            bar.set_postfix_str(planned.label)
-            if planned.key in store.finished_keys():      # another process finished it meanwhile
-                report.skipped += 1
-                continue
-            row = run_cell(planned, runner, suite.work_dir, suite=suite.name)
+    parallel = suite.parallel
+    how = "" if parallel.backend == "serial" else f" ({parallel.backend}, {parallel.slots} at a time)"
+    log(f"suite {suite.name}: {len(cells)} cells, {report.skipped} already in {store.path}, {len(todo)} to run{how}")
+    with tqdm(total=len(todo), desc=suite.name, unit="cell", disable=not progress or parallel.backend != "serial",
+              dynamic_ncols=True) as bar:
+        def record(planned: PlannedCell, row: dict[str, Any]) -> None:
+            """The one place rows reach the store: append, count, and one status line."""
             if not store.append(row):                     # a success for a key another run finished meanwhile
                 report.already_in_store.append(planned.key)
+                state = "dup "
             elif row["status"] == STATUS_OK:
                 report.succeeded.append(planned.key)
+                state = "ok  "
             else:
                 report.failed.append((planned.label, row["error"].splitlines()[0]))
-                bar.write(f"cell failed: {planned.label}: {row['error'].splitlines()[0]}")
+                state = "FAIL"
+            done = len(report.succeeded) + len(report.failed) + len(report.already_in_store)
+            bar.update(1)
+            (bar.write if not bar.disable else log)(f"[{done}/{len(todo)}] {state} {status_line(planned, row)}")
+
+        if parallel.backend == "serial":
+            for planned in todo:
+                bar.set_postfix_str(planned.label)
+                if planned.key in store.finished_keys():      # another process finished it meanwhile
+                    report.skipped += 1
+                    continue
+                record(planned, run_cell(planned, runner, suite.work_dir, suite=suite.name))
+        else:
+            from .parallel import harvest, run_local, run_submitit, runner_spec
+
+            spec = runner_spec(runner)             # before anything starts: workers import the runner by name
+            left = harvest(todo, suite.work_dir, record)
+            run = run_local if parallel.backend == "local" else run_submitit
+            run(left, parallel, spec, suite.work_dir, suite.name, record)
     report.summary = summarize(store, [c.key for c in cells])
     log(format_report(report))
     return report
+
+
+def status_line(planned: PlannedCell, row: Mapping[str, Any]) -> str:
+    """`label: metric value (seconds)`, or `label: the error's first line`."""
+    if row.get("status") == STATUS_OK:
+        outcome = f"{row.get('metric')} {float(row.get('value', float('nan'))):.4f}"
+    else:
+        outcome = str(row.get("error") or "").splitlines()[0] if row.get("error") else "failed"
+    return f"{planned.label}: {outcome} ({float(row.get('duration_s') or 0.0):.0f} s)"
 
 
 def run_cell(planned: PlannedCell, runner: Runner, work_root: Path, *, suite: str = "") -> dict[str, Any]:

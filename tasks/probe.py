@@ -25,6 +25,14 @@ Few-shot (`shots` = k > 0): each of `draws` seeded draws keeps k labelled clips 
 classifier at a fixed point (the recipe's first C or k, or `mlp_epochs`: nothing is held out to select on) and scores
 the whole test split; the row's value is the mean over draws. All of it runs on the cached embeddings: no protocol
 costs an encoder forward beyond the one embedding of each part.
+
+A HEAR 2021 module as the encoder (`EncoderSpec.module`, `HearModuleEmbedder`): the embedding is the module's own
+`get_scene_embeddings` of each clip, read at the model's `sample_rate` (resampled by upstream.frontend.resample), in
+batches of `batch_clips` clips of equal length (clips are never padded: padding would change a module's pooled
+embedding). It is one "layer" (0, named `scene`): the recipe's embedding keys (layer, pooling, columns, padding,
+chunk_frames, precision, sample_rate) are ours and do not apply; the row records what was used instead
+(`encoder_source: hear_module`, the module, its version). It is cached like ours, keyed by the module's identity
+(tasks.api.hear_module_identity: module name, model file bytes, options), its version and sample rate.
 """
 
 from __future__ import annotations
@@ -48,11 +56,11 @@ from upstream.identity import encoder_identity
 from upstream.precision import resolve_precision
 from upstream.runtime import EncoderRuntime, resolve_layers
 
-from .api import EncoderSpec, TaskResult
+from .api import HEAR_MODULE_SOURCE, EncoderSpec, TaskResult
 from .compute import ForwardCounter
 from .datasets import Example
 from .embedding_cache import EmbeddingCache, cache_key, examples_digest
-from .encoders import Backbone, load_backbone
+from .encoders import Backbone, HearModule, load_backbone, load_hear_module
 from .metrics import evaluate
 from .recipes import ProbeRecipe, recipe_digest, recipe_yaml
 from .task_data import TaskData
@@ -83,7 +91,7 @@ class Embedder:
 
     def __init__(self, backbone: Backbone, encoder: EncoderSpec, recipe: ProbeRecipe, seed: int,
                  cache: EmbeddingCache) -> None:
-        self.backbone, self.recipe, self.cache = backbone, recipe, cache
+        self.backbone, self.encoder, self.recipe, self.cache = backbone, encoder, recipe, cache
         self.device = _device(recipe.device)
         self.precision = resolve_precision(recipe.precision, self.device)    # `auto` resolved: part of the key
         self.layers = candidate_layers(recipe.layer, backbone.encoder.depth)
@@ -153,6 +161,99 @@ class Embedder:
         if self.counter is not None:
             self.counter.close()
 
+    def describe(self) -> dict[str, Any]:
+        """The row's fields about the encoder and how its embeddings were made."""
+        return {"init": self.encoder.init, "encoder_arch": self.backbone.encoder.arch,
+                "encoder_source": self.backbone.source, "pooling": self.recipe.pooling,
+                "columns": self.recipe.columns, "padding": self.recipe.padding,
+                "frontend": {"sample_rate": self.backbone.frontend.sample_rate, "stats": self.backbone.frontend.stats}}
+
+
+class HearModuleEmbedder:
+    """Scene embeddings of examples from a HEAR 2021 module's `get_scene_embeddings`, through the cache (one entry
+    per part). The model is loaded up front (its sample rate is part of the key, and the row describes it) but moved
+    to the device only when a part has to be embedded."""
+
+    LAYER = 0                      # the module's one embedding, under the layer index the selection expects
+    LAYER_NAME = "scene"
+    PRECISION = "module's own"     # no autocast: the module runs as its authors wrote it
+
+    def __init__(self, encoder: EncoderSpec, recipe: ProbeRecipe, cache: EmbeddingCache) -> None:
+        self.encoder, self.recipe, self.cache = encoder, recipe, cache
+        self.device = _device(recipe.device)
+        self.precision = self.PRECISION
+        self.layers = [self.LAYER]
+        self.module: HearModule = load_hear_module(encoder)
+        self._on_device = False
+        self.calls = 0             # get_scene_embeddings calls made by this embedder
+        self.clips = 0             # clips those calls embedded
+
+    def identity(self, layer: int) -> dict[str, Any]:
+        """What determines the module's embeddings (the cache key's components, without the examples)."""
+        return {"checkpoint_sha256": self.module.identity, "encoder_source": HEAR_MODULE_SOURCE,
+                "hear_module": self.module.name, "module_version": self.module.version,
+                "options": dict(self.encoder.options), "sample_rate": self.module.sample_rate,
+                "embedding": "get_scene_embeddings", "layer": layer}
+
+    @property
+    def forwards(self) -> dict[str, int]:
+        return {"calls": self.calls, "chunks": self.clips}
+
+    @torch.no_grad()
+    def compute(self, examples: Sequence[Example]) -> np.ndarray:
+        """[N, D] scene embeddings, the module called once per length among the clips of each loaded batch."""
+        loaded = self.module
+        if not self._on_device:
+            loaded.model.to(self.device)
+            self._on_device = True
+        loader = DataLoader(_Waves(examples, loaded.sample_rate), batch_size=self.recipe.batch_clips,
+                            num_workers=self.recipe.num_workers, collate_fn=list)
+        out: list[np.ndarray] = []
+        first = 0
+        for waves in loader:
+            rows: list[np.ndarray | None] = [None] * len(waves)
+            for length in dict.fromkeys(w.shape[-1] for w in waves):
+                index = [i for i, w in enumerate(waves) if w.shape[-1] == length]
+                audio = torch.stack([waves[i] for i in index]).float().to(self.device)
+                scene = loaded.scene_embeddings(audio)
+                self.calls += 1
+                self.clips += len(index)
+                scene = torch.as_tensor(scene).detach().float().cpu().numpy()
+                if scene.ndim != 2 or scene.shape[0] != len(index):
+                    raise AsitError(f"HEAR module {loaded.name}: get_scene_embeddings returned shape "
+                                    f"{tuple(scene.shape)} for {len(index)} clips; the HEAR API asks for [n, D]")
+                for row, i in zip(scene, index):
+                    rows[i] = row
+            batch = np.stack(rows)      # type: ignore[arg-type]
+            check_finite(batch, examples[first:first + len(waves)], self.LAYER_NAME)
+            out.append(batch)
+            first += len(waves)
+        return np.concatenate(out)
+
+    def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> dict[int, np.ndarray]:
+        """{0: [N, D] scene embeddings of `examples`}, from the cache or the module."""
+        components = {**self.identity(self.LAYER), "task": task, "part": part,
+                      "examples": examples_digest(examples), "count": len(examples)}
+        key = cache_key(components)
+        cached = self.cache.load(key, len(examples))
+        if cached is not None:
+            return {self.LAYER: cached}
+        array = self.compute(examples)
+        self.cache.store(key, array, components)
+        return {self.LAYER: array}
+
+    def close(self) -> None:
+        """Nothing to release (the ForwardCounter hook of our encoders has no counterpart here)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The row's fields about the module: which, which version, at which rate (pooling etc. are the module's)."""
+        loaded = self.module
+        return {"init": self.encoder.init, "encoder_arch": type(loaded.model).__name__,
+                "encoder_source": HEAR_MODULE_SOURCE, "encoder_module": loaded.name,
+                "encoder_module_version": loaded.version, "encoder_module_options": dict(self.encoder.options),
+                "layer_name": self.LAYER_NAME, "pooling": None, "columns": None, "padding": None,
+                "frontend": {"sample_rate": loaded.sample_rate, "stats": None}}
+
 
 def describe_clip(example: Example) -> str:
     """The clip's file, with its segment when it is one (silence crops of a background-noise file)."""
@@ -162,16 +263,18 @@ def describe_clip(example: Example) -> str:
     return f"{example.path} (segment {example.start_s:g} s to {end})"
 
 
-def check_finite(embeddings: np.ndarray, examples: Sequence[Example], layer: int) -> None:
+def check_finite(embeddings: np.ndarray, examples: Sequence[Example], layer: int | str) -> None:
     """Refuse a batch of scene embeddings (row i = examples[i]) holding NaN or Inf, naming the first such clip: it
-    would otherwise be cached and reach scikit-learn as an anonymous "Input X contains NaN"."""
+    would otherwise be cached and reach scikit-learn as an anonymous "Input X contains NaN". `layer`: an index, or
+    a name (a HEAR module's "scene")."""
     bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
     if not len(bad):
         return
     row = int(bad[0])
     values = int((~np.isfinite(embeddings[row])).sum())
     others = f"; {len(bad) - 1} other clip(s) of its batch too" if len(bad) > 1 else ""
-    raise AsitError(f"the layer {layer} embedding of {describe_clip(examples[row])} holds NaN or Inf ({values} of "
+    which = f"layer {layer}" if isinstance(layer, int) else layer
+    raise AsitError(f"the {which} embedding of {describe_clip(examples[row])} holds NaN or Inf ({values} of "
                     f"{embeddings.shape[1]} values{others}), so its part is not cached; check that clip's audio and "
                     "the encoder's weights (e.g. a diverged checkpoint)")
 
@@ -498,9 +601,13 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "recipe.yaml").write_text(recipe_yaml(recipe))
-    backbone = load_backbone(encoder, seed=seed, sample_rate=recipe.sample_rate)
     cache = EmbeddingCache(recipe.cache_dir)
-    embedder = Embedder(backbone, encoder, recipe, seed, cache)
+    embedder: Embedder | HearModuleEmbedder
+    if encoder.module:
+        embedder = HearModuleEmbedder(encoder, recipe, cache)
+    else:
+        embedder = Embedder(load_backbone(encoder, seed=seed, sample_rate=recipe.sample_rate), encoder, recipe,
+                            seed, cache)
     try:
         parts = {name: embedder.embeddings(data.task, name, examples) for name, examples in data.parts.items()
                  if any(name in names for names in data.roles.values())}
@@ -541,13 +648,10 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
     extra: dict[str, Any] = {
         **data.summary(), "mode": "probe", "metrics": metrics, "classifier": recipe.classifier,
         **hyper_field(hyper, recipe), **info, "fit_on": fit_on, "n_fit": n_fit,
-        "layer": layer, "layers_tried": embedder.layers, "pooling": recipe.pooling, "columns": recipe.columns,
-        "padding": recipe.padding, "embedding_dim": int(features[layer].shape[1]),
+        "layer": layer, "layers_tried": embedder.layers, "embedding_dim": int(features[layer].shape[1]),
         "device": str(embedder.device), "precision": embedder.precision,
         "encoder_forwards": embedder.forwards["chunks"], "encoder_forward_calls": embedder.forwards["calls"],
         "cache_hits": cache.hits, "cache_misses": cache.misses, "cache_dir": str(cache.root),
-        "recipe_digest": recipe_digest(recipe), "init": encoder.init, "encoder_arch": backbone.encoder.arch,
-        "encoder_source": backbone.source, "predictions": str(predictions),
-        "frontend": {"sample_rate": backbone.frontend.sample_rate, "stats": backbone.frontend.stats},
+        "recipe_digest": recipe_digest(recipe), "predictions": str(predictions), **embedder.describe(),
     }
     return TaskResult(data.metric, float(metrics[data.metric]), extra)

@@ -28,6 +28,10 @@ def run_task(cell: TaskCell, work_dir: Path) -> TaskResult:
         raise AsitError(f"unknown task {cell.task!r}; choose from {', '.join(TASKS)}")
     if cell.mode not in MODES:
         raise AsitError(f"unknown mode {cell.mode!r}; choose from {', '.join(MODES)}")
+    if cell.encoder.module and cell.mode != "probe":
+        raise AsitError(f"encoder {cell.encoder.name} is the HEAR module {cell.encoder.module}: {cell.mode} is not "
+                        "supported for a foreign module (it is evaluated frozen, by probe cells or heareval); run "
+                        "it in mode probe")
     recipe = load_recipe(cell.task, cell.mode, cell.recipe, cell.overrides)
     data = load_task_data(cell.task, cell.data_root, fold=cell.fold, protocol=cell.protocol,
                           options=recipe.dataset)

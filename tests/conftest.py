@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,18 @@ def write_tone_clips(folder: Path, count: int, seed: int = 0, sample_rate: int =
         sf.write(path, wave.astype(np.float32), sample_rate, subtype="PCM_16")
         paths.append(path)
     return paths
+
+
+def write_scored_hear_task(task: Path, accuracy: float = 0.5, **fold_fields: float) -> Path:
+    """An ESC-50 task folder as heareval's predictions runner leaves it (task_metadata.json and
+    test.predicted-scores.json, five presplit folds scored `accuracy`, plus `fold_fields` per fold)."""
+    task.mkdir(parents=True)
+    (task / "task_metadata.json").write_text(json.dumps(
+        {"task_name": "esc50", "split_mode": "presplit_kfold", "splits": [f"fold{i:02d}" for i in range(5)],
+         "evaluation": ["top1_acc"]}))
+    (task / "test.predicted-scores.json").write_text(json.dumps(
+        {f"fold{i:02d}": {"test_top1_acc": accuracy, "test_score": accuracy, **fold_fields} for i in range(5)}))
+    return task
 
 
 @pytest.fixture(scope="session")

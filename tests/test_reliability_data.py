@@ -5,7 +5,6 @@ by the HEAR API, and an encoder is identified by its weights + config rather tha
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from upstream.errors import AsitError
 from upstream.identity import encoder_identity
 from upstream.runtime import EncoderRuntime
 
-from conftest import TINY_PRETRAIN_OVERRIDES
+from conftest import TINY_PRETRAIN_OVERRIDES, write_scored_hear_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -313,13 +312,7 @@ def test_the_probe_cache_and_hear_rows_follow_the_weights_not_the_file(tmp_path:
     assert scratch.extra["cache_misses"] == 5, "the random-init floor is another encoder"
 
     # heareval scores ingested once per encoder, whichever of its files is named
-    task = tmp_path / "embeddings" / "asit_hear" / "esc50"
-    task.mkdir(parents=True)
-    (task / "task_metadata.json").write_text(json.dumps(
-        {"task_name": "esc50", "split_mode": "presplit_kfold", "splits": [f"fold{i:02d}" for i in range(5)],
-         "evaluation": ["top1_acc"]}))
-    (task / "test.predicted-scores.json").write_text(json.dumps(
-        {f"fold{i:02d}": {"test_top1_acc": 0.5, "test_score": 0.5} for i in range(5)}))
+    write_scored_hear_task(tmp_path / "embeddings" / "asit_hear" / "esc50")
     store = ResultsStore(tmp_path / "r.jsonl")
     assert ingest_hear_scores(tmp_path / "embeddings", EncoderSpec("asit", str(ckpt)), store) == (5, 0)
     assert ingest_hear_scores(tmp_path / "embeddings", EncoderSpec("asit", str(export)), store) == (0, 5)

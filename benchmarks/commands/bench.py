@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hear.add_argument("--encoder", help="row label of the encoder that produced the embeddings")
     hear.add_argument("--checkpoint", help="that encoder's checkpoint file (its content hash is recorded); "
                       "for --s3prl-runs the default is the run's own -k")
+    hear.add_argument("--hear-module", default="", metavar="MODULE",
+                      help="--hear-scores of someone else's HEAR 2021 module: its import name (--checkpoint is then "
+                           "its model file, if it takes one), so the rows share the identity of its probe rows")
+    hear.add_argument("--hear-options", default="", metavar="JSON",
+                      help="with --hear-module: the load_model keywords heareval ran it with (JSON object)")
     hear.add_argument("--init", default="pretrained", choices=("pretrained", "scratch"))
     hear.add_argument("--pretraining", default="", help="what the encoder was pretrained on (for the table)")
 
@@ -72,11 +77,19 @@ def _ingest(args: argparse.Namespace) -> int:
     from ..hear_results import ingest_hear_scores
     from ..results import ResultsStore
 
-    if not args.encoder or not args.checkpoint:
-        raise AsitError("--hear-scores needs --encoder NAME and --checkpoint PATH")
+    if not args.encoder or not (args.checkpoint or args.hear_module):
+        raise AsitError("--hear-scores needs --encoder NAME and --checkpoint PATH (or --hear-module MODULE)")
+    if args.hear_module:
+        from tasks.commands import hear_options
+
+        spec = EncoderSpec(args.encoder, args.checkpoint or "", args.init, module=args.hear_module,
+                           options=hear_options(args.hear_options))
+    else:
+        if args.hear_options:
+            raise AsitError("--hear-options applies to --hear-module only")
+        spec = EncoderSpec(args.encoder, args.checkpoint, args.init)
     store = ResultsStore(args.results or Path("results") / "hear.jsonl")
-    added, present = ingest_hear_scores(args.hear_scores, EncoderSpec(args.encoder, args.checkpoint, args.init),
-                                        store, pretraining=args.pretraining)
+    added, present = ingest_hear_scores(args.hear_scores, spec, store, pretraining=args.pretraining)
     print(f"added {added} HEAR row(s) to {store.path} ({present} already there)")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -17,9 +18,19 @@ def add_task_arguments(parser: argparse.ArgumentParser, mode: str) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="recipe overrides, e.g. epochs=10 lr=5e-4 dataset.missing=error")
     parser.add_argument("--encoder", help="encoder file: our export, a Lightning pretraining checkpoint (teacher) "
-                                          "or an official ASiT checkpoint")
+                                          "or an official ASiT checkpoint"
+                                          + ("; with --hear-module, the module's model file" if mode == "probe"
+                                             else ""))
     parser.add_argument("--scratch", action="store_true",
                         help="same architecture and frontend, freshly initialised weights (the paper's Scratch row)")
+    if mode == "probe":
+        parser.add_argument("--hear-module", metavar="MODULE", default="",
+                            help="probe an installed HEAR 2021 module (someone else's model, e.g. a BYOL-A or PaSST "
+                                 "package's HEAR module) instead of one of our checkpoints; --encoder is then its "
+                                 "model file, if it takes one")
+        parser.add_argument("--hear-options", metavar="JSON", default="",
+                            help="with --hear-module: load_model's keyword arguments as a JSON object, as heareval's "
+                                 "--model-options")
     parser.add_argument("--data", help="the dataset's root folder in its own layout")
     parser.add_argument("--recipe", default="",
                         help=f"recipe name (tasks/recipes, default <task>_{mode}) or a YAML file")
@@ -54,8 +65,10 @@ def run_task_command(args: argparse.Namespace, mode: str) -> int:
     if args.print_recipe:
         print(recipe_yaml(recipe), end="")
         return 0
-    if not args.encoder or not args.data:
-        raise AsitError("--encoder and --data are required (or --print-recipe)")
+    if not args.data or not (args.encoder or getattr(args, "hear_module", "")):
+        alternative = "; a probe may name --hear-module MODULE instead of --encoder" if mode == "probe" else ""
+        raise AsitError(f"--encoder and --data are required (or --print-recipe){alternative}")
+    encoder = encoder_spec(args)
     if not Path(args.data).exists():
         raise AsitError(f"--data {args.data} does not exist")
     if args.fold and args.task != "esc50":
@@ -66,8 +79,7 @@ def run_task_command(args: argparse.Namespace, mode: str) -> int:
 
     from ..run import PROTOCOLS, run_task  # heavy imports only when running
 
-    init = "scratch" if args.scratch else "pretrained"
-    encoder = EncoderSpec(name=Path(args.encoder).stem, path=str(args.encoder), init=init)
+    init = encoder.init
     values = []
     for fold in folds:
         suffix = f"-fold{fold}" if fold is not None else ""
@@ -95,6 +107,36 @@ def run_task_command(args: argparse.Namespace, mode: str) -> int:
         print(f"asit {mode}: {args.task} {result.metric} mean {statistics.mean(values):.4f} ± {spread:.4f} over "
               f"{len(values)} folds")
     return 0
+
+
+def encoder_spec(args: argparse.Namespace) -> EncoderSpec:
+    """The encoder the command names: our checkpoint (`--encoder`, `--scratch`) or, for probes, a HEAR module
+    (`--hear-module`, its model file as `--encoder`, `--hear-options`)."""
+    module = str(getattr(args, "hear_module", "") or "").strip()
+    options_text = str(getattr(args, "hear_options", "") or "")
+    if not module:
+        if options_text:
+            raise AsitError("--hear-options applies to --hear-module only")
+        init = "scratch" if args.scratch else "pretrained"
+        return EncoderSpec(name=Path(args.encoder).stem, path=str(args.encoder), init=init)
+    if args.scratch:
+        raise AsitError(f"--scratch: the HEAR module {module} has no random-init twin (a foreign module cannot be "
+                        "re-initialised); drop --scratch")
+    options = hear_options(options_text)
+    if args.encoder and not Path(args.encoder).is_file():
+        raise AsitError(f"--encoder {args.encoder}: the HEAR module's model file does not exist")
+    return EncoderSpec(name=module, path=str(args.encoder or ""), module=module, options=options)
+
+
+def hear_options(text: str) -> dict:
+    """--hear-options: a HEAR module's load_model keywords as a JSON object ("" = none)."""
+    try:
+        options = json.loads(text) if text else {}
+    except ValueError as exc:
+        raise AsitError(f"--hear-options is not JSON ({exc})") from None
+    if not isinstance(options, dict):
+        raise AsitError(f"--hear-options must be a JSON object of load_model keywords, got {text}")
+    return options
 
 
 def _as_mapping(overrides: list[str]) -> dict:

@@ -1,4 +1,5 @@
-"""asit probe TASK --encoder PATH [--scratch] --data ROOT [--recipe NAME|YAML] [--fold N] [--seed S] [KEY=VALUE …]"""
+"""asit probe TASK --encoder PATH [--scratch] --data ROOT [--recipe NAME|YAML] [--fold N] [--seed S] [KEY=VALUE …]
+   asit probe TASK --hear-module MODULE [--encoder MODEL_FILE] [--hear-options JSON] --data ROOT [...]"""
 
 from __future__ import annotations
 
