@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from upstream.atomic import atomic_write, atomic_write_text
-from upstream.errors import AsitError
+from upstream.errors import AsitError, cause
 
 from .parallel_config import ParallelConfig
 from .results import STATUS_OK
@@ -91,11 +91,10 @@ def harvest(cells: Sequence[PlannedCell], work_root: Path, store: Store) -> list
     todo = []
     for planned in cells:
         row = read_row(planned, work_root)
+        clear_row(planned, work_root)
         if row is not None and row.get("status") == STATUS_OK:
             store(planned, row)
-            clear_row(planned, work_root)
         else:
-            clear_row(planned, work_root)
             todo.append(planned)
     return todo
 
@@ -130,8 +129,8 @@ def run_local(cells: Sequence[PlannedCell], config: ParallelConfig, runner: str,
                     continue
                 worker.cell = None
                 clear_row(planned, work_root)
-                store(planned, row if row is not None else _died_row(planned, worker.proc.returncode, worker.log,
-                                                                      suite))
+                store(planned, row if row is not None else _died_row(planned, _exit_cause(worker.proc.returncode),
+                                                                      worker.log, suite))
     finally:
         for worker in workers.values():       # done: EOF ends each worker; Ctrl-C or an error here: no orphans
             worker.close(kill=worker.cell is not None or bool(queue))
@@ -193,15 +192,19 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
-def _died_row(planned: PlannedCell, returncode: int | None, log: Path | None, suite: str) -> dict[str, Any]:
-    """The failed row of a cell whose process ended without leaving one (killed, out of memory, a crash in C)."""
+def _exit_cause(returncode: int | None) -> str:
+    return (f"WorkerDied: the cell's worker process killed by signal {signal.Signals(-returncode).name} before "
+            "writing its row" if returncode is not None and returncode < 0
+            else f"WorkerDied: the cell's worker process exited with status {returncode} before writing its row")
+
+
+def _died_row(planned: PlannedCell, cause: str, log: Path | None, suite: str) -> dict[str, Any]:
+    """The failed row of a cell whose process ended without leaving one (killed, out of memory, a crash in C, a
+    failed SLURM job): `cause`, then the last lines of the worker's log if there is one."""
     from .results import make_row
 
-    how = (f"killed by signal {signal.Signals(-returncode).name}" if returncode is not None and returncode < 0
-           else f"exited with status {returncode}")
     tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log is not None and log.exists() else []
-    error = f"WorkerDied: the cell's worker process {how} before writing its row" + (
-        "\n" + "\n".join(tail) if tail else "")
+    error = cause + ("\n" + "\n".join(tail) if tail else "")
     return make_row(planned.cell, planned.key, planned.checkpoint_sha256, error=error, suite=suite,
                     pretraining=planned.pretraining, recipe_digest=planned.recipe_digest,
                     pretrain_run=planned.pretrain_run)
@@ -236,8 +239,7 @@ def run_submitit(cells: Sequence[PlannedCell], config: ParallelConfig, runner: s
                 try:
                     row = job.result()
                 except Exception as exc:  # the job failed outside run_cell (node failure, cancelled, OOM-killed)
-                    row = _died_row(planned, None, None, suite)
-                    row["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                    row = _died_row(planned, cause(exc), None, suite)
             clear_row(planned, work_root)
             store(planned, row)
         if pending:

@@ -33,6 +33,7 @@ from upstream.runtime import EncoderRuntime, RuntimeOptions
 from upstream.schedules import TrainingProgress
 
 from .step_parts import StepClock, step_breakdown
+from .step_parts import sync as _sync
 
 # The paper's 128-bin, 25 ms / 10 ms fbank (ASiT) and the conformer paper's 64-bin, 64 ms / 20 ms one. The
 # conformer's statistics are estimated from data in real runs; any values time the same.
@@ -84,11 +85,6 @@ def encoder_config(name: str, **overrides: Any) -> Any:
 def encoder_params(name: str) -> int:
     """Parameters of the model's encoder (what an export holds), as `build_encoder` builds it."""
     return sum(p.numel() for p in build_encoder(encoder_config(name)).parameters())
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
@@ -199,7 +195,7 @@ def pretrain_step(model: str, precision: str, device: torch.device, batch: int, 
         step(None)                      # the first step: torch.compile's compilation, when asked for
         _sync(device)
         first_step_s = time.perf_counter() - start
-        breakdown = step_breakdown(step, objective, device, repeats)
+        breakdown = step_breakdown(step, objective, device, repeats, warmup=0)   # the step above warmed up
     median = breakdown["free_step_s"]
     times = breakdown.pop("free_times_s")
     clip_seconds = spec.crop_seconds(frames)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from upstream.errors import AsitError
 
-from .perf import environment, write_report
+from .perf import bench_device, environment, write_report
 from .results import ResultsStore
 from .suite import load_suite, plan_suite, run_suite
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/pool-speedup-cpu.json")
     args = parser.parse_args(argv)
     root = Path(args.root)
-    env = environment(__import__("torch").device("cpu"))
+    env = environment(bench_device("cpu"))
     serial_s, serial = timed_run(args.suite, args.sets, root / "serial", ["parallel.backend=serial"])
     pool_s, pooled = timed_run(args.suite, args.sets, root / f"workers{args.workers}",
                                [f"parallel.workers={args.workers}", "parallel.backend=local"])

@@ -21,6 +21,12 @@ import torch
 from torch import nn
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a clock read after it times that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class StepClock:
     """Accumulates seconds per part name over one step, synchronising `device` at every boundary."""
 
@@ -31,8 +37,7 @@ class StepClock:
         self._since: dict[str, float] = {}
 
     def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
 
     def start(self, name: str) -> None:
         """Opens `name`; a call nested in an open part of the same name (forward calling forward_features) is
@@ -137,4 +142,4 @@ def step_breakdown(step: Callable[[StepClock | None], None], objective: nn.Modul
             "free_times_s": free, "timed_times_s": timed}
 
 
-__all__ = ["StepClock", "network_children", "step_breakdown", "time_forwards"]
+__all__ = ["StepClock", "network_children", "step_breakdown", "sync", "time_forwards"]

@@ -85,7 +85,38 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class Embedder:
+class CachedEmbeddings:
+    """What both embedders share: per layer, the scene embeddings of a part from the cache, or `compute`d for the
+    layers the cache lacks and stored. Subclasses give `layers`, `identity(layer)` (the key's components without the
+    examples), `cache` and `compute(examples, layers) -> {layer: [N, D]}`."""
+
+    layers: list[int]
+    cache: EmbeddingCache
+
+    def identity(self, layer: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def compute(self, examples: Sequence[Example], layers: Sequence[int]) -> dict[int, np.ndarray]:
+        raise NotImplementedError
+
+    def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> dict[int, np.ndarray]:
+        """layer -> [N, D'] scene embeddings of `examples`, for every candidate layer."""
+        shared = {"task": task, "part": part, "examples": examples_digest(examples), "count": len(examples)}
+        components = {layer: {**self.identity(layer), **shared} for layer in self.layers}
+        found: dict[int, np.ndarray] = {}
+        for layer, parts in components.items():
+            cached = self.cache.load(cache_key(parts), len(examples))
+            if cached is not None:
+                found[layer] = cached
+        missing = [layer for layer in self.layers if layer not in found]
+        if missing:
+            for layer, array in self.compute(examples, missing).items():
+                self.cache.store(cache_key(components[layer]), array, components[layer])
+                found[layer] = array
+        return found
+
+
+class Embedder(CachedEmbeddings):
     """Scene embeddings of examples for one encoder + recipe, through the cache (one entry per layer); the runtime is
     built lazily so a fully cached probe does not even move the encoder to the device."""
 
@@ -141,22 +172,6 @@ class Embedder:
             first += len(waves)
         return {layer: np.concatenate(parts) for layer, parts in out.items()}
 
-    def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> dict[int, np.ndarray]:
-        """layer -> [N, D'] scene embeddings of `examples`, for every candidate layer of the recipe."""
-        shared = {"task": task, "part": part, "examples": examples_digest(examples), "count": len(examples)}
-        components = {layer: {**self.identity(layer), **shared} for layer in self.layers}
-        found: dict[int, np.ndarray] = {}
-        for layer, parts in components.items():
-            cached = self.cache.load(cache_key(parts), len(examples))
-            if cached is not None:
-                found[layer] = cached
-        missing = [layer for layer in self.layers if layer not in found]
-        if missing:
-            for layer, array in self.compute(examples, missing).items():
-                self.cache.store(cache_key(components[layer]), array, components[layer])
-                found[layer] = array
-        return found
-
     def close(self) -> None:
         if self.counter is not None:
             self.counter.close()
@@ -169,7 +184,7 @@ class Embedder:
                 "frontend": {"sample_rate": self.backbone.frontend.sample_rate, "stats": self.backbone.frontend.stats}}
 
 
-class HearModuleEmbedder:
+class HearModuleEmbedder(CachedEmbeddings):
     """Scene embeddings of examples from a HEAR 2021 module's `get_scene_embeddings`, through the cache (one entry
     per part). The model is loaded up front (its sample rate is part of the key, and the row describes it) but moved
     to the device only when a part has to be embedded."""
@@ -200,8 +215,8 @@ class HearModuleEmbedder:
         return {"calls": self.calls, "chunks": self.clips}
 
     @torch.no_grad()
-    def compute(self, examples: Sequence[Example]) -> np.ndarray:
-        """[N, D] scene embeddings, the module called once per length among the clips of each loaded batch."""
+    def compute(self, examples: Sequence[Example], layers: Sequence[int] = (LAYER,)) -> dict[int, np.ndarray]:
+        """{0: [N, D] scene embeddings}, the module called once per length among the clips of each loaded batch."""
         loaded = self.module
         if not self._on_device:
             loaded.model.to(self.device)
@@ -228,19 +243,7 @@ class HearModuleEmbedder:
             check_finite(batch, examples[first:first + len(waves)], self.LAYER_NAME)
             out.append(batch)
             first += len(waves)
-        return np.concatenate(out)
-
-    def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> dict[int, np.ndarray]:
-        """{0: [N, D] scene embeddings of `examples`}, from the cache or the module."""
-        components = {**self.identity(self.LAYER), "task": task, "part": part,
-                      "examples": examples_digest(examples), "count": len(examples)}
-        key = cache_key(components)
-        cached = self.cache.load(key, len(examples))
-        if cached is not None:
-            return {self.LAYER: cached}
-        array = self.compute(examples)
-        self.cache.store(key, array, components)
-        return {self.LAYER: array}
+        return {self.LAYER: np.concatenate(out)}
 
     def close(self) -> None:
         """Nothing to release (the ForwardCounter hook of our encoders has no counterpart here)."""

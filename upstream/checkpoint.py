@@ -28,7 +28,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from .atomic import atomic_write
 from .encoders import ARCHS, VIT_SIZES, AudioEncoder, AudioViT, EncoderConfig, build_encoder
-from .errors import AsitError
+from .errors import AsitError, cause
 from .frontend import FrontendConfig
 
 EXPORT_FORMAT = "asit-hear/encoder"
@@ -79,8 +79,7 @@ def read_checkpoint(path: str | Path, expected: str = "a readable torch file") -
         what = f" (it pickles {blocked.group(1)}, which is not allow-listed)" if blocked else ""
         raise AsitError(f"checkpoint {path} cannot be loaded safely with weights_only=True{what}") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, … for files it cannot parse
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise AsitError(f"checkpoint {path} is not {expected} ({exc.__class__.__name__}: {first})") from None
+        raise AsitError(f"checkpoint {path} is not {expected} ({cause(exc)})") from None
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -183,9 +182,7 @@ def read_safetensors(path: str | Path) -> dict[str, Any]:
             metadata = dict(handle.metadata() or {})
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except Exception as exc:  # the library raises SafetensorError (and OSError) for files it cannot parse
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise AsitError(f"checkpoint {path} is not a readable safetensors file ({exc.__class__.__name__}: {first})"
-                        ) from None
+        raise AsitError(f"checkpoint {path} is not a readable safetensors file ({cause(exc)})") from None
     if metadata.get("format") != EXPORT_FORMAT:
         return tensors
     data: dict[str, Any] = {"format": EXPORT_FORMAT, "state_dict": tensors}
@@ -238,9 +235,7 @@ def fetch_checkpoint(checkpoint: str | Path, *, progress: bool = True, check_has
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(text, str(cached), prefix, progress=progress)
     except Exception as exc:  # URLError, HTTPError, a hash mismatch (RuntimeError), a full disk (OSError)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise AsitError(f"checkpoint {text} could not be downloaded to {cached} ({exc.__class__.__name__}: "
-                        f"{first})") from None
+        raise AsitError(f"checkpoint {text} could not be downloaded to {cached} ({cause(exc)})") from None
     return cached
 
 
