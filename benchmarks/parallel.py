@@ -248,7 +248,8 @@ def run_submitit(cells: Sequence[PlannedCell], config: ParallelConfig, runner: s
 
 class CellJob:
     """The callable submitit runs per array task; on preemption or timeout submitit calls `checkpoint`, which
-    resubmits the same cell (it starts over: cells are minutes to hours, and a row is written only at its end)."""
+    resubmits the same cell into the same work folder, where a finetune cell resumes from its last epoch's
+    `last.ckpt` and a probe cell from the embeddings already cached (its row is written only at its end)."""
 
     def __call__(self, planned: PlannedCell, runner: str, work_root: str, suite: str) -> dict[str, Any]:
         return cell_job(planned, runner, work_root, suite)

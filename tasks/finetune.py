@@ -50,6 +50,7 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from upstream.console import EpochBar, quiet_lightning
 from upstream.encoders import AudioEncoder
 from upstream.errors import AsitError
 from upstream.frontend import Frontend, FrontendConfig, pad_or_crop
@@ -430,12 +431,13 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
     validate = recipe.select == "best_valid"
     resume = _prepare_work_dir(work_dir, given, {"task": data.task, "encoder": encoder.path, "init": encoder.init,
                                                   "seed": seed, "parts": data.roles})
-    trainer = L.Trainer(max_epochs=recipe.epochs, accelerator=recipe.accelerator, devices=recipe.devices,
-                        precision=recipe.precision, callbacks=checkpoint_callbacks(work_dir / "checkpoints", validate),
-                        logger=CSVLogger(work_dir, name="logs"), default_root_dir=work_dir,
-                        gradient_clip_val=recipe.clip_grad or None, num_sanity_val_steps=0,
-                        log_every_n_steps=recipe.log_every_n_steps, enable_progress_bar=False,
-                        enable_model_summary=False)
+    callbacks = [*checkpoint_callbacks(work_dir / "checkpoints", validate), EpochBar(f"{data.task} seed {seed}")]
+    with quiet_lightning():                   # the device lines and tips, once per cell, say nothing the row lacks
+        trainer = L.Trainer(max_epochs=recipe.epochs, accelerator=recipe.accelerator, devices=recipe.devices,
+                            precision=recipe.precision, callbacks=callbacks, logger=CSVLogger(work_dir, name="logs"),
+                            default_root_dir=work_dir, gradient_clip_val=recipe.clip_grad or None,
+                            num_sanity_val_steps=0, log_every_n_steps=recipe.log_every_n_steps,
+                            enable_progress_bar=False, enable_model_summary=False)
     if resume is not None:                    # one line naming the file, before any worker or process starts
         try:
             check_checkpoint_fits(resume, module, "interrupted run's checkpoint")
@@ -444,7 +446,7 @@ def run_finetune(data: TaskData, encoder: EncoderSpec, recipe: FinetuneRecipe, s
     counter = ForwardCounter(model.encoder)               # train + valid + test forwards of this process
     best_history: list[tuple[int, float]] = []
     try:
-        with warnings.catch_warnings():       # a validation_step without validation data is this recipe's choice
+        with quiet_lightning(), warnings.catch_warnings():   # no validation data is this recipe's choice
             warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`")
             # best.ckpt's callback is first on purpose (checkpoint_callbacks), which is what Lightning warns about
             warnings.filterwarnings("ignore", message=".*configured with multiple `ModelCheckpoint` callbacks")

@@ -51,6 +51,7 @@ from sklearn.preprocessing import StandardScaler, normalize
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from upstream.console import progress
 from upstream.errors import AsitError
 from upstream.identity import encoder_identity
 from upstream.precision import resolve_precision
@@ -96,7 +97,8 @@ class CachedEmbeddings:
     def identity(self, layer: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def compute(self, examples: Sequence[Example], layers: Sequence[int]) -> dict[int, np.ndarray]:
+    def compute(self, examples: Sequence[Example], layers: Sequence[int], desc: str = "embedding"
+                ) -> dict[int, np.ndarray]:
         raise NotImplementedError
 
     def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> dict[int, np.ndarray]:
@@ -110,7 +112,8 @@ class CachedEmbeddings:
                 found[layer] = cached
         missing = [layer for layer in self.layers if layer not in found]
         if missing:
-            for layer, array in self.compute(examples, missing).items():
+            desc = f"{task} {part}: embedding {len(examples)} clips"
+            for layer, array in self.compute(examples, missing, desc).items():
                 self.cache.store(cache_key(components[layer]), array, components[layer])
                 found[layer] = array
         return found
@@ -156,14 +159,15 @@ class Embedder(CachedEmbeddings):
         return {"calls": self.counter.calls if self.counter else 0,
                 "chunks": self.counter.chunks if self.counter else 0}
 
-    def compute(self, examples: Sequence[Example], layers: Sequence[int]) -> dict[int, np.ndarray]:
+    def compute(self, examples: Sequence[Example], layers: Sequence[int], desc: str = "embedding"
+                ) -> dict[int, np.ndarray]:
         """Every requested layer's scene embeddings from one encoder pass per batch."""
         runtime = self.runtime
         loader = DataLoader(_Waves(examples, runtime.sample_rate), batch_size=self.recipe.batch_clips,
                             num_workers=self.recipe.num_workers, collate_fn=list)
         out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
         first = 0
-        for waves in loader:
+        for waves in progress(loader, desc=desc, unit="batch"):
             result = runtime([w.to(self.device) for w in waves], layers=list(layers))
             for layer in layers:
                 scene = result.scene(layer, self.recipe.pooling).float().cpu().numpy()
@@ -215,7 +219,8 @@ class HearModuleEmbedder(CachedEmbeddings):
         return {"calls": self.calls, "chunks": self.clips}
 
     @torch.no_grad()
-    def compute(self, examples: Sequence[Example], layers: Sequence[int] = (LAYER,)) -> dict[int, np.ndarray]:
+    def compute(self, examples: Sequence[Example], layers: Sequence[int] = (LAYER,), desc: str = "embedding"
+                ) -> dict[int, np.ndarray]:
         """{0: [N, D] scene embeddings}, the module called once per length among the clips of each loaded batch."""
         loaded = self.module
         if not self._on_device:
@@ -225,7 +230,7 @@ class HearModuleEmbedder(CachedEmbeddings):
                             num_workers=self.recipe.num_workers, collate_fn=list)
         out: list[np.ndarray] = []
         first = 0
-        for waves in loader:
+        for waves in progress(loader, desc=desc, unit="batch"):
             rows: list[np.ndarray | None] = [None] * len(waves)
             for length in dict.fromkeys(w.shape[-1] for w in waves):
                 index = [i for i, w in enumerate(waves) if w.shape[-1] == length]

@@ -89,6 +89,30 @@ def test_a_select_last_finetune_writes_last_ckpt_every_epoch_and_resumes_from_it
     assert resumed.extra["steps"] == 2 * (40 // 8) and resumed.extra["epochs"] == 2
 
 
+def test_a_requeued_submitit_cell_resumes_its_finetune_from_the_last_epoch(
+        interrupted_finetune: tuple[TaskCell, Path], tmp_path: Path) -> None:
+    """What submitit does on preemption: `CellJob.checkpoint` is pickled with the cell, and the requeued task runs
+    it in the same work folder, where Lightning's last.ckpt of the first epoch is."""
+    import json
+
+    import submitit
+
+    from benchmarks.parallel import ROW_FILE, CellJob
+    from benchmarks.suite import DEFAULT_RUNNER, PlannedCell
+
+    cell, original = interrupted_finetune
+    planned = PlannedCell(cell, key="k" * 64, checkpoint_sha256="")
+    shutil.copytree(original, planned.work_dir(tmp_path))
+    requeued = CellJob().checkpoint(planned, DEFAULT_RUNNER, str(tmp_path), "suite")
+    assert isinstance(requeued, submitit.helpers.DelayedSubmission)
+    requeued.dump(tmp_path / "requeued.pkl")
+    row = submitit.helpers.DelayedSubmission.load(tmp_path / "requeued.pkl").result()
+    assert row["status"] == "ok", row.get("error")
+    assert row["extra"]["resumed"] is True
+    assert (row["extra"]["steps"], row["extra"]["epochs"]) == (2 * (40 // 8), 2)
+    assert json.loads((planned.work_dir(tmp_path) / ROW_FILE).read_text())["key"] == planned.key
+
+
 # --------------------------------------------------------------- 2. pretraining refuses an earlier run's folder
 
 def test_pretrain_into_a_folder_holding_an_earlier_run_is_refused_before_any_work(
