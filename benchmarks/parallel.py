@@ -1,7 +1,8 @@
 """Running a suite's cells in parallel: local worker processes (N CPU workers, or one per GPU) or SLURM job arrays
 through submitit, with the coordinator (`asit bench`) the only writer of the results store.
 
-Cells run in worker processes, never in the coordinator: local workers (`benchmarks.cell_worker`, one cell at a
+Cells run in worker processes, never in the coordinator (except with the `debug` backend, submitit's in-process
+executor for tests): local workers (`benchmarks.cell_worker`, one cell at a
 time each, kept for the next cell so the task stack is imported once per worker) or one submitit job per cell. A
 cell's process writes its row atomically into the cell's work folder (`row.json`); the coordinator appends the row
 to the store and removes the file. So:
@@ -201,13 +202,8 @@ def _exit_cause(returncode: int | None) -> str:
 def _died_row(planned: PlannedCell, cause: str, log: Path | None, suite: str) -> dict[str, Any]:
     """The failed row of a cell whose process ended without leaving one (killed, out of memory, a crash in C, a
     failed SLURM job): `cause`, then the last lines of the worker's log if there is one."""
-    from .results import make_row
-
     tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log is not None and log.exists() else []
-    error = cause + ("\n" + "\n".join(tail) if tail else "")
-    return make_row(planned.cell, planned.key, planned.checkpoint_sha256, error=error, suite=suite,
-                    pretraining=planned.pretraining, recipe_digest=planned.recipe_digest,
-                    pretrain_run=planned.pretrain_run)
+    return planned.row(suite=suite, error=cause + ("\n" + "\n".join(tail) if tail else ""))
 
 
 def run_submitit(cells: Sequence[PlannedCell], config: ParallelConfig, runner: str, work_root: Path, suite: str,

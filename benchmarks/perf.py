@@ -14,8 +14,8 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,7 +177,7 @@ def pretrain_step(model: str, precision: str, device: torch.device, batch: int, 
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     def step(clock: StepClock | None) -> None:
-        part = clock.part if clock is not None else _untimed
+        part = clock.part if clock is not None else nullcontext          # nullcontext(name): the step, untimed
         with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
             loss = objective.training_losses(batch_data, progress)["loss"]
         with part("backward"):
@@ -206,11 +206,6 @@ def pretrain_step(model: str, precision: str, device: torch.device, batch: int, 
             "audio_seconds_per_clip": clip_seconds, "median_s": median, "steps_per_s": 1.0 / median,
             "clips_per_s": batch / median, "audio_seconds_per_s": batch * clip_seconds / median,
             "peak_memory_mb": _peak_memory_mb(device), "times_s": times, "breakdown": breakdown}
-
-
-@contextmanager
-def _untimed(name: str) -> Iterator[None]:
-    yield
 
 
 def environment(device: torch.device) -> dict[str, Any]:

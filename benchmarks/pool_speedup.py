@@ -19,7 +19,7 @@ from upstream.errors import AsitError
 
 from .perf import bench_device, environment, write_report
 from .results import ResultsStore
-from .suite import load_suite, plan_suite, run_suite
+from .suite import load_suite, run_suite
 
 
 def timed_run(suite_name: str, sets: list[str], root: Path, parallel: list[str]) -> tuple[float, dict[str, float]]:
@@ -35,8 +35,8 @@ def timed_run(suite_name: str, sets: list[str], root: Path, parallel: list[str])
     if not report.complete:
         raise AsitError(f"pool speed-up: {len(report.failed)} cell(s) failed in {root}: {report.failed[0]}")
     values = {row["key"]: float(row["value"]) for row in ResultsStore(suite.results).rows()}
-    if len(values) != len(plan_suite(suite)):
-        raise AsitError(f"pool speed-up: {root} holds {len(values)} rows for {len(plan_suite(suite))} cells")
+    if len(values) != report.planned:
+        raise AsitError(f"pool speed-up: {root} holds {len(values)} rows for {report.planned} cells")
     return seconds, values
 
 

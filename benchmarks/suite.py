@@ -117,6 +117,11 @@ class PlannedCell:
         fold = f" fold {self.cell.fold}" if self.cell.fold is not None else ""
         return f"{self.cell.encoder.name} {self.cell.task} {self.cell.mode} seed {self.cell.seed}{fold}"
 
+    def row(self, *, suite: str, duration_s: float = 0.0, **outcome: Any) -> dict[str, Any]:
+        """This cell's store row, from its `result=` or its `error=` (results.make_row)."""
+        return make_row(self.cell, self.key, self.checkpoint_sha256, **outcome, duration_s=duration_s, suite=suite,
+                        pretraining=self.pretraining, recipe_digest=self.recipe_digest, pretrain_run=self.pretrain_run)
+
     def work_dir(self, root: Path) -> Path:
         """One folder per cell (the key's prefix keeps cells with other overrides apart)."""
         fold = f"-fold{self.cell.fold}" if self.cell.fold is not None else ""
@@ -486,7 +491,7 @@ def status_line(planned: PlannedCell, row: Mapping[str, Any]) -> str:
     if row.get("status") == STATUS_OK:
         outcome = f"{row.get('metric')} {float(row.get('value', float('nan'))):.4f}"
     else:
-        outcome = str(row.get("error") or "").splitlines()[0] if row.get("error") else "failed"
+        outcome = str(row["error"]).splitlines()[0] if row.get("error") else "failed"
     return f"{planned.label}: {outcome} ({float(row.get('duration_s') or 0.0):.0f} s)"
 
 
@@ -505,9 +510,7 @@ def run_cell(planned: PlannedCell, runner: Runner, work_root: Path, *, suite: st
         outcome: dict[str, Any] = {"error": error}
     else:
         outcome = {"result": result}
-    return make_row(planned.cell, planned.key, planned.checkpoint_sha256, **outcome,
-                    duration_s=time.monotonic() - started, suite=suite, pretraining=planned.pretraining,
-                    recipe_digest=planned.recipe_digest, pretrain_run=planned.pretrain_run)
+    return planned.row(suite=suite, duration_s=time.monotonic() - started, **outcome)
 
 
 def _check_result(result: Any) -> None:

@@ -1,14 +1,15 @@
 """On-disk cache of frozen-encoder embeddings, so a second probe on the same checkpoint runs no encoder forward.
 
-An entry is keyed by the SHA-256 of everything that determines the embeddings: the encoder's identity (component
-`checkpoint_sha256`, the historical name: since cache version 2 the weights + config identity of
+An entry is keyed by the SHA-256 of everything that determines the embeddings. Our encoders: the encoder's identity
+(component `checkpoint_sha256`, the historical name: since cache version 2 the weights + config identity of
 upstream.identity.encoder_identity, not the file's bytes, so an export of a run's `last.ckpt` and the run's own
-`encoder.pt` share entries), plus init and seed for re-initialised "scratch" encoders, the frontend configuration, the
-runtime options (layer, pooling, chunk length, precision), the task, the part (split or fold) and a digest of its
-example list (path, segment, file size and modification time, so regenerated audio is never served stale). Entries
-are `.npz` files written atomically (temporary file + rename) with a JSON sidecar saying what the key was made of.
-Only finite embeddings are stored (the probe refuses others); an entry holding NaN or Inf (written by an older
-version) is treated as absent and recomputed.
+`encoder.pt` share entries), plus init and seed for re-initialised "scratch" encoders, the frontend configuration and
+the runtime options (layer, pooling, chunk length, precision). A HEAR 2021 module: under the same component,
+tasks.api.hear_module_identity (the module name, the model file's bytes, the options), plus the module's version,
+options and sample rate. Both: the task, the part (split or fold) and a digest of its example list (path, segment, file
+size and modification time, so regenerated audio is never served stale). Entries are `.npz` files written atomically
+(temporary file + rename) with a JSON sidecar saying what the key was made of. Only finite embeddings are stored (the
+probe refuses others); an entry holding NaN or Inf (written by an older version) is treated as absent and recomputed.
 
 Location: `cache_dir` of the probe recipe, else `$ASIT_CACHE_DIR/embeddings`, else `~/.cache/asit-hear/embeddings`.
 """

@@ -62,7 +62,7 @@ from .compute import ForwardCounter
 from .datasets import Example
 from .embedding_cache import EmbeddingCache, cache_key, examples_digest
 from .encoders import Backbone, HearModule, load_backbone, load_hear_module
-from .metrics import evaluate
+from .metrics import evaluate, primary_metric
 from .recipes import ProbeRecipe, recipe_digest, recipe_yaml
 from .task_data import TaskData
 
@@ -88,11 +88,13 @@ def _device(name: str) -> torch.device:
 
 class CachedEmbeddings:
     """What both embedders share: per layer, the scene embeddings of a part from the cache, or `compute`d for the
-    layers the cache lacks and stored. Subclasses give `layers`, `identity(layer)` (the key's components without the
-    examples), `cache` and `compute(examples, layers) -> {layer: [N, D]}`."""
+    layers the cache lacks and stored, and the loading of a part's clips in batches (`_batches`). Subclasses give
+    `layers`, `identity(layer)` (the key's components without the examples), `cache`, `recipe` and
+    `compute(examples, layers) -> {layer: [N, D]}`."""
 
     layers: list[int]
     cache: EmbeddingCache
+    recipe: ProbeRecipe
 
     def identity(self, layer: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -100,6 +102,16 @@ class CachedEmbeddings:
     def compute(self, examples: Sequence[Example], layers: Sequence[int], desc: str = "embedding"
                 ) -> dict[int, np.ndarray]:
         raise NotImplementedError
+
+    def _batches(self, examples: Sequence[Example], sample_rate: int, desc: str
+                 ) -> Iterator[tuple[list[torch.Tensor], Sequence[Example]]]:
+        """(waves, their examples) for each loaded batch of `batch_clips` clips read at `sample_rate`, in order."""
+        loader = DataLoader(_Waves(examples, sample_rate), batch_size=self.recipe.batch_clips,
+                            num_workers=self.recipe.num_workers, collate_fn=list)
+        first = 0
+        for waves in progress(loader, desc=desc, unit="batch"):
+            yield waves, examples[first:first + len(waves)]
+            first += len(waves)
 
     def embeddings(self, task: str, part: str, examples: Sequence[Example]) -> dict[int, np.ndarray]:
         """layer -> [N, D'] scene embeddings of `examples`, for every candidate layer."""
@@ -163,17 +175,13 @@ class Embedder(CachedEmbeddings):
                 ) -> dict[int, np.ndarray]:
         """Every requested layer's scene embeddings from one encoder pass per batch."""
         runtime = self.runtime
-        loader = DataLoader(_Waves(examples, runtime.sample_rate), batch_size=self.recipe.batch_clips,
-                            num_workers=self.recipe.num_workers, collate_fn=list)
         out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-        first = 0
-        for waves in progress(loader, desc=desc, unit="batch"):
+        for waves, batch_examples in self._batches(examples, runtime.sample_rate, desc):
             result = runtime([w.to(self.device) for w in waves], layers=list(layers))
             for layer in layers:
                 scene = result.scene(layer, self.recipe.pooling).float().cpu().numpy()
-                check_finite(scene, examples[first:first + len(waves)], layer)
+                check_finite(scene, batch_examples, layer)
                 out[layer].append(scene)
-            first += len(waves)
         return {layer: np.concatenate(parts) for layer, parts in out.items()}
 
     def close(self) -> None:
@@ -203,7 +211,6 @@ class HearModuleEmbedder(CachedEmbeddings):
         self.precision = self.PRECISION
         self.layers = [self.LAYER]
         self.module: HearModule = load_hear_module(encoder)
-        self._on_device = False
         self.calls = 0             # get_scene_embeddings calls made by this embedder
         self.clips = 0             # clips those calls embedded
 
@@ -223,14 +230,9 @@ class HearModuleEmbedder(CachedEmbeddings):
                 ) -> dict[int, np.ndarray]:
         """{0: [N, D] scene embeddings}, the module called once per length among the clips of each loaded batch."""
         loaded = self.module
-        if not self._on_device:
-            loaded.model.to(self.device)
-            self._on_device = True
-        loader = DataLoader(_Waves(examples, loaded.sample_rate), batch_size=self.recipe.batch_clips,
-                            num_workers=self.recipe.num_workers, collate_fn=list)
+        loaded.model.to(self.device)           # a no-op once there: the model moves only when a part is embedded
         out: list[np.ndarray] = []
-        first = 0
-        for waves in progress(loader, desc=desc, unit="batch"):
+        for waves, batch_examples in self._batches(examples, loaded.sample_rate, desc):
             rows: list[np.ndarray | None] = [None] * len(waves)
             for length in dict.fromkeys(w.shape[-1] for w in waves):
                 index = [i for i, w in enumerate(waves) if w.shape[-1] == length]
@@ -245,9 +247,8 @@ class HearModuleEmbedder(CachedEmbeddings):
                 for row, i in zip(scene, index):
                     rows[i] = row
             batch = np.stack(rows)      # type: ignore[arg-type]
-            check_finite(batch, examples[first:first + len(waves)], self.LAYER_NAME)
+            check_finite(batch, batch_examples, self.LAYER_NAME)
             out.append(batch)
-            first += len(waves)
         return {self.LAYER: np.concatenate(out)}
 
     def close(self) -> None:
@@ -522,6 +523,20 @@ def selected_point(layer: int, hyper: float, score: float | None, recipe: ProbeR
     return point
 
 
+def hyper_name(recipe: ProbeRecipe) -> str:
+    """The classifier's hyper-parameter as `selection_on` names it when nothing is selected: `C` (logistic), `k`
+    (knn) or `mlp_epochs` (the MLP's fixed epoch count of a few-shot probe)."""
+    return "C" if recipe.classifier == "logistic" else "k" if recipe.classifier == "knn" else "mlp_epochs"
+
+
+def unselected(layer: int, point: float, reason: str, recipe: ProbeRecipe) -> dict[str, Any]:
+    """The selection record of a probe that selected nothing (`reason` says why): no split, the single grid point
+    with a null score."""
+    return {"selection_on": f"none ({reason})", "selection_splits": 0,
+            "selection": {str(layer): {f"{point:g}": None}},
+            "selected": selected_point(layer, point, None, recipe)}
+
+
 def select(features: dict[int, np.ndarray], y: np.ndarray, train: Sequence[Example], n_valid: int,
            multilabel: bool, num_classes: int, recipe: ProbeRecipe, seed: int) -> tuple[int, float, dict[str, Any]]:
     """The (layer, C or epochs or k) with the best selection score over every candidate layer's labelled features.
@@ -533,10 +548,7 @@ def select(features: dict[int, np.ndarray], y: np.ndarray, train: Sequence[Examp
     grid = grid_points(recipe)
     if len(features) == 1 and len(grid) == 1 and recipe.classifier != "mlp":
         layer, point = next(iter(features)), grid[0]
-        name = "C" if recipe.classifier == "logistic" else "k"
-        return layer, point, {"selection_on": f"none (one layer, one {name})", "selection_splits": 0,
-                              "selection": {str(layer): {f"{point:g}": None}},
-                              "selected": selected_point(layer, point, None, recipe)}
+        return layer, point, unselected(layer, point, f"one layer, one {hyper_name(recipe)}", recipe)
     splits, source = selection_splits(train, n_valid, recipe.cv_folds)
     table = {layer: grid_scores(x, y, splits, multilabel, num_classes, recipe, seed) for layer, x in features.items()}
     best = max(((layer, point) for layer, scores in table.items() for point in scores),
@@ -578,13 +590,14 @@ def few_shot_point(recipe: ProbeRecipe) -> float:
     return grid_points(recipe)[0]
 
 
-def few_shot(features: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, multilabel: bool,
-             num_classes: int, recipe: ProbeRecipe, seed: int) -> tuple[dict[str, float], np.ndarray, dict[str, Any]]:
-    """Fit and score `draws` few-shot draws of the labelled rows: (metrics averaged over draws, the first draw's test
-    scores, the row's few-shot record: shots, draws, per-draw scores of the primary metric, their std, clips)."""
-    hyper = few_shot_point(recipe)
+def few_shot(features: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, hyper: float,
+             multilabel: bool, num_classes: int, recipe: ProbeRecipe, seed: int
+             ) -> tuple[dict[str, float], np.ndarray, dict[str, Any]]:
+    """Fit and score `draws` few-shot draws of the labelled rows at the fixed `hyper` (`few_shot_point`): (metrics
+    averaged over draws, the first draw's test scores, the row's few-shot record: shots, draws, per-draw scores of
+    the primary metric, their std, clips)."""
     per_draw: list[dict[str, float]] = []
-    first_scores = np.zeros((0, num_classes))
+    first_scores: np.ndarray              # the first draw's (draws >= 1: the recipe checks it)
     sizes = []
     for draw in range(recipe.draws):
         rows = few_shot_rows(y, multilabel, num_classes, recipe.shots, seed, draw)
@@ -595,7 +608,7 @@ def few_shot(features: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np
             first_scores = scores
     metrics = {name: float(np.mean([m[name] for m in per_draw])) for name in per_draw[0]
                if all(name in m for m in per_draw)}
-    primary = [float(next(iter(m.values()))) for m in per_draw]
+    primary = [float(m[primary_metric(multilabel)]) for m in per_draw]
     record = {"shots": recipe.shots, "draws": recipe.draws, "draw_scores": [round(v, 6) for v in primary],
               "draw_std": round(float(np.std(primary, ddof=1)), 6) if len(primary) > 1 else None,
               "draw_n_fit": sizes}
@@ -636,12 +649,10 @@ def run_probe(data: TaskData, encoder: EncoderSpec, recipe: ProbeRecipe, seed: i
     test_y = data.targets(test)
     if recipe.shots:
         layer, hyper = embedder.layers[0], few_shot_point(recipe)     # the recipe allows one layer with shots > 0
-        metrics, scores, shots = few_shot(features[layer], labelled_y, role("test", layer), test_y, multilabel,
-                                          num_classes, recipe, seed)
-        name = "C" if recipe.classifier == "logistic" else "k" if recipe.classifier == "knn" else "mlp_epochs"
-        info = {"selection_on": f"none ({recipe.shots}-shot: fixed {name}, the recipe's first)",
-                "selection_splits": 0, "selection": {str(layer): {f"{hyper:g}": None}},
-                "selected": selected_point(layer, hyper, None, recipe), **shots}
+        metrics, scores, shots = few_shot(features[layer], labelled_y, role("test", layer), test_y, hyper,
+                                          multilabel, num_classes, recipe, seed)
+        reason = f"{recipe.shots}-shot: fixed {hyper_name(recipe)}, the recipe's first"
+        info = {**unselected(layer, hyper, reason, recipe), **shots}
         fit_on = f"{recipe.shots} per class from {fit_on}, {recipe.draws} draws"
         n_fit = shots["draw_n_fit"][0]                               # the draw whose predictions are saved
     else:

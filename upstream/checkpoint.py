@@ -44,8 +44,6 @@ TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 # metadata entries of a safetensors export holding JSON (the others are plain strings: format, version, arch)
 _JSON_METADATA = ("encoder", "frontend", "meta")
 _MAX_SAFETENSORS_HEADER = 100 * 2**20    # the safetensors library refuses larger headers
-# torch.hub's convention for checkpoint URLs whose file name carries the SHA-256 prefix: NAME-<hex>.EXT
-_URL_HASH = re.compile(r"-([a-f0-9]*)\.")
 
 
 @dataclass
@@ -227,7 +225,7 @@ def fetch_checkpoint(checkpoint: str | Path, *, progress: bool = True, check_has
         return cached
     prefix = None
     if check_hash:
-        match = _URL_HASH.search(name)
+        match = torch.hub.HASH_REGEX.search(name)     # torch.hub's NAME-<hex>.EXT
         if match is None:
             raise AsitError(f"checkpoint URL {text}: check_hash needs a file name NAME-<sha256 prefix>.EXT")
         prefix = match.group(1)

@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
 Item = TypeVar("Item")
+# every bar: drawn only when its stream is a terminal (tqdm's `disable=None`), wiped when done, as wide as the terminal
+_TRANSIENT = {"disable": None, "leave": False, "dynamic_ncols": True}
 
 
 @contextlib.contextmanager
@@ -32,10 +34,9 @@ def quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def progress(items: Iterable[Item], *, desc: str, total: int | None = None, unit: str = "it",
-             file: IO[str] | None = None) -> Iterable[Item]:
-    """`items`, with a transient bar on a terminal (tqdm's `disable=None`: nothing when the stream is not a tty)."""
-    return tqdm(items, desc=desc, total=total, unit=unit, disable=None, leave=False, dynamic_ncols=True, file=file)
+def progress(items: Iterable[Item], *, desc: str, unit: str = "it", file: IO[str] | None = None) -> Iterable[Item]:
+    """`items`, with a transient bar on a terminal (nothing when the stream is not a tty)."""
+    return tqdm(items, desc=desc, unit=unit, file=file, **_TRANSIENT)
 
 
 class EpochBar(L.Callback):
@@ -48,7 +49,7 @@ class EpochBar(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.bar = tqdm(total=trainer.max_epochs, initial=trainer.current_epoch, desc=self.desc, unit="epoch",
-                        disable=None, leave=False, dynamic_ncols=True, file=self.file, mininterval=0)
+                        file=self.file, mininterval=0, **_TRANSIENT)     # every epoch drawn: they are few and slow
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bar is None:

@@ -9,9 +9,11 @@ threshold makes freed blocks stay in the heap for the next step to reuse, as jem
 PyTorch's CPU tuning guide recommends preloading) do; the peak memory is unchanged.
 
 Scoped (`freed_memory_kept`): `asit pretrain` holds it around its fit and the pretraining-step benchmark around its
-steps. On leaving, glibc's initial thresholds are restored and the retained memory is trimmed, so whatever runs next
-in the process (a suite's next cell, whose peak memory tasks/compute.py reads from the resident set) starts from a
-shrunk process. `ASIT_KEEP_FREED_MEMORY=0` turns it off.
+steps. On leaving, both thresholds are set back to glibc's initial 128 KiB and the retained memory is trimmed, so
+whatever runs next in the process (a suite's next cell, whose peak memory tasks/compute.py reads from the resident
+set) starts from a shrunk process. The thresholds then stay at 128 KiB: setting either one turns glibc's dynamic
+mmap threshold off for the rest of the process (mallopt(3)), which cannot be undone. `ASIT_KEEP_FREED_MEMORY=0`
+leaves glibc untouched.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _glibc() -> Any | None:
 @contextmanager
 def freed_memory_kept() -> Iterator[bool]:
     """Within: large freed blocks stay in the process for reuse (yields whether that could be set). On leaving:
-    glibc's initial thresholds again, and the heap trimmed back to what is still in use."""
+    both thresholds fixed at glibc's initial 128 KiB (no longer dynamic), and the heap trimmed back to what is still
+    in use."""
     libc = _glibc()
     kept = libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEPT)) and bool(
         libc.mallopt(_M_TRIM_THRESHOLD, _KEPT))

@@ -79,12 +79,11 @@ def run_task_command(args: argparse.Namespace, mode: str) -> int:
 
     from ..run import PROTOCOLS, run_task  # heavy imports only when running
 
-    init = encoder.init
     values = []
     for fold in folds:
         suffix = f"-fold{fold}" if fold is not None else ""
         work_dir = args.work_dir or Path("runs") / mode / args.task / (
-            f"{encoder.name}-{init}-seed{args.seed}{suffix}-{recipe_digest(recipe)[:8]}")
+            f"{encoder.name}-{encoder.init}-seed{args.seed}{suffix}-{recipe_digest(recipe)[:8]}")
         if args.work_dir and len(folds) > 1:
             work_dir = Path(args.work_dir) / f"fold{fold}"
         cell = TaskCell(encoder=encoder, task=args.task, mode=mode, protocol=PROTOCOLS[args.task], seed=args.seed,

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
 from upstream.errors import AsitError
+from upstream.frontend import resample as frontend_resample
 
 REQUIRED_TOOLS: tuple[str, ...] = ("espeak-ng", "sox")
 
@@ -70,11 +70,12 @@ def speak(text: str, voice: Voice, sample_rate: int) -> np.ndarray:
 
 
 def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Band-limited resampling (torchaudio's sinc interpolation), the same routine the frontend uses."""
+    """Band-limited resampling (torchaudio's sinc interpolation) through the frontend's own `resample`, whose
+    kernel is built once per rate pair."""
     if orig_rate == new_rate:
         return audio.astype(np.float32, copy=False)
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_rate, new_rate)
-    return out.numpy()
+    return frontend_resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_rate,
+                             new_rate).numpy()
 
 
 def trim_silence(audio: np.ndarray, sample_rate: int, floor_db: float = -40.0, margin_s: float = 0.02) -> np.ndarray:

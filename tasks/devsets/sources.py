@@ -232,8 +232,10 @@ def _resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
 
 
 def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """torchaudio's sinc resampling (as the corpus's `synth.resample`), with the kernel built once per rate pair:
-    building it costs far more than applying it to a one-second recording."""
+    """torchaudio's sinc resampling with the kernel built once per rate pair: building it costs far more than
+    applying it to a one-second recording. Not `upstream.frontend.resample`: `transforms.Resample`'s default kernel
+    is computed in float64 and cast, so its output differs in the last bits from the frontend's (float32-built, as
+    torchaudio's functional form on float32 audio), and the dev sets' audio is kept byte for byte."""
     if orig_rate == new_rate:
         return np.asarray(audio, dtype=np.float32)
     with torch.no_grad():

@@ -126,7 +126,9 @@ CLASSIFIERS = ("logistic", "mlp", "knn")
 
 @dataclass(frozen=True)
 class ProbeRecipe:
-    """A classifier on frozen scene embeddings of the shared encoder runtime. See tasks/recipes/*_probe.yaml."""
+    """A classifier on frozen scene embeddings: of the shared encoder runtime, or of a HEAR 2021 module's
+    get_scene_embeddings (the runtime's fields below, layer to sample_rate, do not apply to a module). See
+    tasks/recipes/*_probe.yaml."""
 
     task: str
     mode: str = "probe"
@@ -150,7 +152,8 @@ class ProbeRecipe:
     shots: int = 0                      # few-shot: labelled clips per class in each draw; 0 = every labelled clip
     draws: int = 5                      # few-shot: seeded draws (probe seed, draw index); the row is their mean
     max_iter: int = 1000
-    cv_folds: int = 5                   # no valid split: grouped K-fold CV over the training role chooses C / layer
+    cv_folds: int = 5                   # no valid split: grouped K-fold CV over the training role chooses
+    #                                     C / k / MLP epochs and the layer
     hidden_dim: int = 512               # mlp
     mlp_epochs: int = 100
     mlp_lr: float = 1e-3
